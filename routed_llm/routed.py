@@ -1,0 +1,251 @@
+"""``RoutedLlm``: one ADK model that routes each request to one of several."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from types import MappingProxyType
+
+from google.adk.models._capabilities import LlmCapabilities
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.base_llm_connection import BaseLlmConnection
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+from google.adk.models.registry import LLMRegistry
+from pydantic import ConfigDict, PrivateAttr
+from typing_extensions import override
+
+from routed_llm.routing import LlmRouter, RoutedCall
+
+__all__ = ["RoutedLlm"]
+
+
+class RoutedLlm(BaseLlm):
+    """A model that asks a router which of several models serves each request.
+
+    Use it wherever ADK takes a model::
+
+        def router(models, llm_request, error_context):
+            if error_context is None:
+                return "primary"
+            if "fallback" not in error_context.failed_keys:
+                return "fallback"
+            return None  # Out of options: the last error propagates.
+
+        agent = LlmAgent(
+            name="assistant",
+            model=RoutedLlm(
+                models={"primary": "gemini-2.5-flash", "fallback": "gemini-2.5-pro"},
+                router=router,
+            ),
+        )
+
+    Each call asks the router for a key and delegates to that model, streaming
+    its responses through as they arrive. If the model fails before yielding
+    anything, the router is asked again with an
+    :class:`~routed_llm.ErrorContext` and may pick another key; each key runs
+    at most once per call. Once a model has yielded a response the call
+    belongs to it and a later error propagates. Between attempts the request
+    is rolled back to the state the caller passed in, and every response
+    records in ``custom_metadata["routed_llm"]`` which key served it.
+
+    Args:
+        models: The models to route between: a mapping of key to a ``BaseLlm``
+            or a model name that ADK's ``LLMRegistry`` resolves, or a sequence
+            of those keyed by each model's name.
+        router: Picks the key for each request; see
+            :data:`~routed_llm.LlmRouter`. Sync or async.
+        model: A display name. Defaults to ``RoutedLlm[key=model, ...]``. ADK
+            puts it on the request before the call, where tools that check for
+            a Gemini model name read it; the delegate's own name replaces it
+            for each attempt.
+
+    Raises:
+        ValueError: If ``models`` is empty, names a model twice, or has a
+            model name ADK cannot resolve, or if ``router`` declares keys that
+            are not in ``models``.
+        TypeError: If an entry is neither a ``BaseLlm`` nor a string, a key is
+            not a non-empty string, or ``router`` is not callable.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    _models: Mapping[str, BaseLlm] = PrivateAttr()
+    _router: LlmRouter = PrivateAttr()
+
+    def __init__(
+        self,
+        *,
+        models: Mapping[str, BaseLlm | str] | Sequence[BaseLlm | str],
+        router: LlmRouter,
+        model: str | None = None,
+    ) -> None:
+        resolved = _resolve_models(models)
+        _check_router(router, resolved)
+        if model is not None and not isinstance(model, str):
+            raise TypeError(f"RoutedLlm(model=...) is a display name string, got {type(model).__name__}.")
+        display = ", ".join(f"{key}={llm.model}" for key, llm in resolved.items())
+        super().__init__(model=model or f"RoutedLlm[{display}]")
+        self._models = MappingProxyType(resolved)
+        self._router = router
+
+    @property
+    def models(self) -> Mapping[str, BaseLlm]:
+        """The routed models by key (read-only)."""
+        return self._models
+
+    @property
+    def router(self) -> LlmRouter:
+        """The router that picks a key for each request."""
+        return self._router
+
+    @property
+    @override
+    def capabilities(self) -> LlmCapabilities:
+        """What every routed model supports.
+
+        Any of the models may end up serving a request, and ADK builds the
+        request before knowing which, so a capability is reported only when
+        all of them have it.
+        """
+        reports = [llm.capabilities for llm in self._models.values()]
+        return LlmCapabilities(
+            **{
+                name: all(getattr(report, name) for report in reports)
+                for name, info in LlmCapabilities.model_fields.items()
+                if info.annotation is bool
+            }
+        )
+
+    @override
+    async def generate_content_async(
+        self, llm_request: LlmRequest, stream: bool = False
+    ) -> AsyncGenerator[LlmResponse, None]:
+        """Generates one turn with the model the router picks.
+
+        Args:
+            llm_request: The request. Each attempt sees ``model`` set to its
+                delegate's name and the rest as the caller passed it in.
+            stream: Passed through to the delegate.
+
+        Yields:
+            The delegate's responses as they arrive, each with
+            ``custom_metadata["routed_llm"]`` naming the serving key.
+
+        Raises:
+            RoutingError: If the router picks no key or an unknown one.
+            Exception: The last model error, unchanged, when the router stops
+                failing over; any error after a response was yielded.
+        """
+        call = RoutedCall(self._models, self._router, llm_request)
+        key = await call.first_key()
+        while True:
+            delegate = call.delegate(key)
+            route = call.route_metadata(key)
+            yielded = False
+            try:
+                async with aclosing(delegate.generate_content_async(llm_request, stream)) as responses:
+                    async for response in responses:
+                        yielded = True
+                        yield call.stamp(response, route)
+                return
+            except Exception as error:
+                if yielded:
+                    raise
+                next_key = await call.next_key(key, error)
+                if next_key is None:
+                    raise
+                key = next_key
+
+    @override
+    @asynccontextmanager
+    async def connect(self, llm_request: LlmRequest) -> AsyncIterator[BaseLlmConnection]:
+        """Opens a live connection with the model the router picks.
+
+        A model that fails to connect sends the router round again, as in
+        :meth:`generate_content_async`. Once a connection is open it stays
+        with its model: errors inside the ``async with`` body propagate.
+
+        Args:
+            llm_request: The request to open the connection with.
+
+        Yields:
+            The open connection of the chosen model.
+        """
+        call = RoutedCall(self._models, self._router, llm_request)
+        key = await call.first_key()
+        async with AsyncExitStack() as stack:
+            while True:
+                delegate = call.delegate(key)
+                try:
+                    connection = await stack.enter_async_context(delegate.connect(llm_request))
+                    break
+                except Exception as error:
+                    next_key = await call.next_key(key, error)
+                    if next_key is None:
+                        raise
+                    key = next_key
+            yield connection
+
+
+def _resolve_models(
+    models: Mapping[str, BaseLlm | str] | Sequence[BaseLlm | str],
+) -> dict[str, BaseLlm]:
+    """Checks ``models`` and turns it into a dict of key to model instance."""
+    if isinstance(models, (str, bytes)) or not isinstance(models, (Mapping, Sequence)):
+        raise TypeError(
+            "RoutedLlm(models=...) takes a mapping of key to model, or a sequence of models; "
+            f"got {type(models).__name__}."
+        )
+    if isinstance(models, Mapping):
+        entries = list(models.items())
+    else:
+        entries = []
+        for entry in models:
+            name = entry if isinstance(entry, str) else getattr(entry, "model", None)
+            if name in dict(entries):
+                raise ValueError(
+                    f"RoutedLlm(models=[...]) names the model {name!r} twice, and a sequence is "
+                    "keyed by model name. Pass a mapping with a distinct key for each entry."
+                )
+            entries.append((name, entry))
+    if not entries:
+        raise ValueError("RoutedLlm(models=...) is empty; give it at least one model to route to.")
+    resolved: dict[str, BaseLlm] = {}
+    for key, entry in entries:
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"RoutedLlm(models=...) keys are non-empty strings; got {key!r}.")
+        if isinstance(entry, BaseLlm):
+            resolved[key] = entry
+        elif isinstance(entry, str):
+            try:
+                resolved[key] = LLMRegistry.new_llm(entry)
+            except ValueError as error:
+                raise ValueError(
+                    f"RoutedLlm(models=...): ADK's LLMRegistry cannot resolve the model name "
+                    f"{entry!r} for key {key!r}. Pass a BaseLlm instance instead, or register "
+                    "its class with LLMRegistry.register."
+                ) from error
+        else:
+            raise TypeError(
+                f"RoutedLlm(models=...): the entry for {key!r} is a {type(entry).__name__}; "
+                "each entry is a BaseLlm instance or a model name string."
+            )
+    return resolved
+
+
+def _check_router(router: object, models: Mapping[str, BaseLlm]) -> None:
+    """Rejects a router that cannot be called or that names unknown keys."""
+    if not callable(router):
+        raise TypeError(
+            f"RoutedLlm(router=...) must be callable as router(models, llm_request, "
+            f"error_context); got {type(router).__name__}."
+        )
+    declared = getattr(router, "declared_keys", None)
+    if isinstance(declared, frozenset):
+        unknown = sorted(declared - models.keys())
+        if unknown:
+            raise ValueError(
+                f"The router can choose the keys {unknown}, which are not in models "
+                f"({', '.join(repr(key) for key in models)}). Add those models or change the router."
+            )

@@ -1,0 +1,215 @@
+"""The router loop: ask the router for a key, fail over while it allows.
+
+One :class:`RoutedCall` lives for one model call (a turn or a live
+connection) and holds everything that call needs to remember: the keys that
+failed, their errors, and the snapshot that rolls the request back between
+attempts. Nothing of it lives on the :class:`~routed_llm.RoutedLlm`, so one
+instance serves any number of concurrent calls.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+
+from routed_llm.errors import RoutingError
+from routed_llm.rollback import RequestSnapshot
+
+__all__ = ["METADATA_KEY", "ErrorContext", "LlmRouter", "RoutedCall"]
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "routed_llm"
+"""The key under which each response's ``custom_metadata`` records its route."""
+
+
+@dataclass(frozen=True)
+class ErrorContext:
+    """What the router is told when the model it chose has failed.
+
+    Attributes:
+        failed_keys: Every key that failed so far in this call.
+        last_error: The exception the most recent attempt raised.
+        errors: Each failed key's exception, in the order they failed.
+    """
+
+    failed_keys: frozenset[str]
+    last_error: BaseException
+    errors: Mapping[str, BaseException] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def last_key(self) -> str | None:
+        """The key whose failure this context reports, if ``errors`` names it."""
+        return next(reversed(self.errors), None)
+
+
+LlmRouter: TypeAlias = Callable[
+    [Mapping[str, BaseLlm], LlmRequest, ErrorContext | None],
+    str | None | Awaitable[str | None],
+]
+"""A function that picks which model serves a request.
+
+It receives the routed models by key, the request, and ``None`` on the first
+pick or an :class:`ErrorContext` after a failure. It returns a key, or
+``None`` (or ``""``) to choose nothing: on the first pick that is a
+:class:`~routed_llm.RoutingError`, after a failure it stops the call and the
+last model error propagates. It may be a plain or an ``async`` function.
+"""
+
+
+class RoutedCall:
+    """The routing state of one model call.
+
+    Args:
+        models: The routed models by key.
+        router: The router that picks among them.
+        llm_request: The caller's request, edited in place as models require.
+    """
+
+    __slots__ = ("_errors", "_llm_request", "_models", "_router", "_snapshot")
+
+    def __init__(
+        self,
+        models: Mapping[str, BaseLlm],
+        router: LlmRouter,
+        llm_request: LlmRequest,
+    ) -> None:
+        self._models = models
+        self._router = router
+        self._llm_request = llm_request
+        self._errors: dict[str, BaseException] = {}
+        self._snapshot: RequestSnapshot | None = None
+
+    async def first_key(self) -> str:
+        """Asks the router for the first pick and prepares the request for it.
+
+        Returns:
+            The chosen key.
+
+        Raises:
+            RoutingError: If the router chose nothing, or a key that is not
+                routed.
+        """
+        key = await self._ask(None)
+        if key is None:
+            raise RoutingError(
+                "The router chose no model for the request. Return one of the keys "
+                f"{self._key_list()}, or put a strategy with a default last in the chain.",
+                key=None,
+                available=tuple(self._models),
+            )
+        self._check_known(key, cause=None)
+        logger.debug("Router chose %r for the first attempt.", key)
+        if len(self._models) > 1:
+            # Another key may be tried after this one: keep the caller's
+            # request as it is now, to undo this attempt's in-place edits.
+            self._snapshot = RequestSnapshot.take(self._llm_request)
+        return key
+
+    def delegate(self, key: str) -> BaseLlm:
+        """Returns the model under ``key``, with the request addressed to it.
+
+        Models read the model name off the request, so it is set to the
+        delegate's own name before every attempt.
+        """
+        model = self._models[key]
+        self._llm_request.model = model.model
+        return model
+
+    async def next_key(self, key: str, error: Exception) -> str | None:
+        """Records that ``key`` failed with ``error`` and asks for another key.
+
+        On success the request is rolled back to the state the caller passed
+        in, ready for the next attempt.
+
+        Returns:
+            The next key to try, or None when the router stops (it returned
+            nothing, or a key that already failed in this call). The caller
+            then re-raises ``error``.
+
+        Raises:
+            RoutingError: If the router chose a key that is not routed, with
+                ``error`` as its cause.
+        """
+        self._errors[key] = error
+        context = ErrorContext(
+            failed_keys=frozenset(self._errors),
+            last_error=error,
+            errors=MappingProxyType(dict(self._errors)),
+        )
+        next_key = await self._ask(context)
+        if next_key is None:
+            logger.debug("Router stopped after %r failed with %s.", key, type(error).__name__)
+            return None
+        if next_key in self._errors:
+            logger.debug("Router chose %r, which already failed in this call; stopping.", next_key)
+            return None
+        self._check_known(next_key, cause=error)
+        logger.warning("Model key %r failed with %s; failing over to %r.", key, type(error).__name__, next_key)
+        if self._snapshot is not None:
+            self._snapshot.restore()
+        return next_key
+
+    def route_metadata(self, key: str) -> dict[str, Any]:
+        """The ``custom_metadata`` entry that records how ``key`` came to serve."""
+        return {
+            "key": key,
+            "model": self._models[key].model,
+            "failed_keys": list(self._errors),
+            "errors": {failed: type(error).__name__ for failed, error in self._errors.items()},
+        }
+
+    @staticmethod
+    def stamp(response: LlmResponse, route: dict[str, Any]) -> LlmResponse:
+        """Records ``route`` in ``response.custom_metadata`` and returns it.
+
+        Metadata the delegate set is kept. If the delegate is itself routed, its
+        own route is kept under ``"inner"``.
+        """
+        existing = response.custom_metadata
+        entry = dict(route, failed_keys=list(route["failed_keys"]))
+        if existing:
+            inner = existing.get(METADATA_KEY)
+            if inner is not None:
+                entry["inner"] = inner
+            response.custom_metadata = {**existing, METADATA_KEY: entry}
+        else:
+            response.custom_metadata = {METADATA_KEY: entry}
+        return response
+
+    async def _ask(self, context: ErrorContext | None) -> str | None:
+        """Calls the router, awaiting it if it is async, and checks its answer."""
+        choice = self._router(self._models, self._llm_request, context)
+        if inspect.isawaitable(choice):
+            choice = await choice
+        if choice is None or choice == "":
+            return None
+        if not isinstance(choice, str):
+            raise RoutingError(
+                f"The router returned {choice!r} ({type(choice).__name__}); a router returns "
+                f"a key string from {self._key_list()}, or None to choose nothing.",
+                key=None,
+                available=tuple(self._models),
+            )
+        return choice
+
+    def _check_known(self, key: str, *, cause: BaseException | None) -> None:
+        """Raises :class:`RoutingError` if ``key`` is not a routed model."""
+        if key not in self._models:
+            raise RoutingError(
+                f"The router chose {key!r}, which is not one of the routed models; "
+                f"available keys: {self._key_list()}.",
+                key=key,
+                available=tuple(self._models),
+            ) from cause
+
+    def _key_list(self) -> str:
+        return ", ".join(repr(key) for key in self._models)
