@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import MappingProxyType
 
 from google.adk.models._capabilities import LlmCapabilities
@@ -138,24 +138,33 @@ class RoutedLlm(BaseLlm):
                 failing over; any error after a response was yielded.
         """
         call = RoutedCall(self._models, self._router, llm_request)
-        key = await call.first_key()
-        while True:
-            delegate = call.delegate(key)
-            route = call.route_metadata(key)
-            yielded = False
-            try:
-                async with aclosing(delegate.generate_content_async(llm_request, stream)) as responses:
-                    async for response in responses:
-                        yielded = True
-                        yield call.stamp(response, route)
-                return
-            except Exception as error:
-                if yielded:
-                    raise
-                next_key = await call.next_key(key, error)
-                if next_key is None:
-                    raise
-                key = next_key
+        try:
+            key = await call.first_key()
+            while True:
+                delegate = call.delegate(key)
+                route = call.route_metadata(key)
+                yielded = False
+                try:
+                    responses = delegate.generate_content_async(llm_request, stream)
+                    try:
+                        async for response in responses:
+                            yielded = True
+                            yield call.stamp(response, route)
+                    finally:
+                        # Closes the delegate's stream when the caller stops
+                        # early, rather than leaving a provider connection to
+                        # the garbage collector.
+                        await responses.aclose()
+                    return
+                except Exception as error:
+                    if yielded:
+                        raise
+                    next_key = await call.next_key(key, error)
+                    if next_key is None:
+                        raise
+                    key = next_key
+        finally:
+            call.release()
 
     @override
     @asynccontextmanager
@@ -173,18 +182,21 @@ class RoutedLlm(BaseLlm):
             The open connection of the chosen model.
         """
         call = RoutedCall(self._models, self._router, llm_request)
-        key = await call.first_key()
         async with AsyncExitStack() as stack:
-            while True:
-                delegate = call.delegate(key)
-                try:
-                    connection = await stack.enter_async_context(delegate.connect(llm_request))
-                    break
-                except Exception as error:
-                    next_key = await call.next_key(key, error)
-                    if next_key is None:
-                        raise
-                    key = next_key
+            try:
+                key = await call.first_key()
+                while True:
+                    delegate = call.delegate(key)
+                    try:
+                        connection = await stack.enter_async_context(delegate.connect(llm_request))
+                        break
+                    except Exception as error:
+                        next_key = await call.next_key(key, error)
+                        if next_key is None:
+                            raise
+                        key = next_key
+            finally:
+                call.release()
             yield connection
 
 
@@ -197,18 +209,18 @@ def _resolve_models(
             "RoutedLlm(models=...) takes a mapping of key to model, or a sequence of models; "
             f"got {type(models).__name__}."
         )
+    entries: list[tuple[object, object]]
     if isinstance(models, Mapping):
         entries = list(models.items())
     else:
-        entries = []
-        for entry in models:
-            name = entry if isinstance(entry, str) else getattr(entry, "model", None)
-            if name in dict(entries):
-                raise ValueError(
-                    f"RoutedLlm(models=[...]) names the model {name!r} twice, and a sequence is "
-                    "keyed by model name. Pass a mapping with a distinct key for each entry."
-                )
-            entries.append((name, entry))
+        entries = [(entry if isinstance(entry, str) else getattr(entry, "model", None), entry) for entry in models]
+        names = [name for name, _ in entries]
+        twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
+        if twice is not None:
+            raise ValueError(
+                f"RoutedLlm(models=[...]) names the model {twice!r} twice, and a sequence is "
+                "keyed by model name. Pass a mapping with a distinct key for each entry."
+            )
     if not entries:
         raise ValueError("RoutedLlm(models=...) is empty; give it at least one model to route to.")
     resolved: dict[str, BaseLlm] = {}

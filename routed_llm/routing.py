@@ -48,12 +48,12 @@ class ErrorContext:
     @property
     def last_key(self) -> str | None:
         """The key whose failure this context reports, if ``errors`` names it."""
-        return next(reversed(self.errors), None)
+        return list(self.errors)[-1] if self.errors else None
 
 
 LlmRouter: TypeAlias = Callable[
     [Mapping[str, BaseLlm], LlmRequest, ErrorContext | None],
-    str | None | Awaitable[str | None],
+    str | Awaitable[str | None] | None,
 ]
 """A function that picks which model serves a request.
 
@@ -153,10 +153,23 @@ class RoutedCall:
             logger.debug("Router chose %r, which already failed in this call; stopping.", next_key)
             return None
         self._check_known(next_key, cause=error)
-        logger.warning("Model key %r failed with %s; failing over to %r.", key, type(error).__name__, next_key)
+        logger.warning(
+            "Model key %r failed with %s; failing over to %r.", key, type(error).__name__, next_key
+        )
         if self._snapshot is not None:
             self._snapshot.restore()
         return next_key
+
+    def release(self) -> None:
+        """Drops the call's snapshot and errors once the call is over.
+
+        A failed model's exception holds a traceback, the traceback holds the
+        frame that ran this call, and this call holds the exception: a cycle
+        that only the garbage collector can free, taking the snapshot with
+        it. Releasing breaks the cycle so all of it is freed at once.
+        """
+        self._snapshot = None
+        self._errors = {}
 
     def route_metadata(self, key: str) -> dict[str, Any]:
         """The ``custom_metadata`` entry that records how ``key`` came to serve."""
@@ -188,6 +201,8 @@ class RoutedCall:
     async def _ask(self, context: ErrorContext | None) -> str | None:
         """Calls the router, awaiting it if it is async, and checks its answer."""
         choice = self._router(self._models, self._llm_request, context)
+        if type(choice) is str:  # The common case, checked first: this is the hot path.
+            return choice or None
         if inspect.isawaitable(choice):
             choice = await choice
         if choice is None or choice == "":

@@ -174,7 +174,9 @@ class ScriptedLlm(BaseLlm):
         if callable(self._steps):
             return self._steps(llm_request)
         if not self._steps:
-            raise ScriptExhaustedError(f"ScriptedLlm {self.model!r} was called more often than its script allows.")
+            raise ScriptExhaustedError(
+                f"ScriptedLlm {self.model!r} was called more often than its script allows."
+            )
         return self._steps.pop(0)
 
 

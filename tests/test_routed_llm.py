@@ -147,7 +147,9 @@ async def test_error_raised_by_calling_the_model_fails_over():
 
 async def test_router_returning_none_after_failure_raises_the_same_error_object():
     error = ConnectionError("down")
-    llm = RoutedLlm(models=[ScriptedLlm(model="a", script=[error]), ScriptedLlm(model="b")], router=ordered("a"))
+    llm = RoutedLlm(
+        models=[ScriptedLlm(model="a", script=[error]), ScriptedLlm(model="b")], router=ordered("a")
+    )
 
     with pytest.raises(ConnectionError) as raised:
         await collect(llm.generate_content_async(make_request()))
@@ -174,9 +176,12 @@ async def test_error_after_first_chunk_propagates_without_recalling_router():
     llm = RoutedLlm(models=[ScriptedLlm(model="a", script=[Stream(["par"], error=error)]), b], router=router)
     received: list[LlmResponse] = []
 
-    with pytest.raises(ConnectionError) as raised:
+    async def consume() -> None:
         async for response in llm.generate_content_async(make_request(), stream=True):
             received.append(response)
+
+    with pytest.raises(ConnectionError) as raised:
+        await consume()
 
     assert raised.value is error
     assert texts(received) == ["par"]
@@ -333,7 +338,12 @@ async def test_every_response_records_the_serving_key_model_and_failed_keys():
     responses = await collect(llm.generate_content_async(make_request(), stream=True))
 
     assert [r.custom_metadata["routed_llm"] for r in responses] == [
-        {"key": "fallback", "model": "model-b", "failed_keys": ["primary"], "errors": {"primary": "TimeoutError"}}
+        {
+            "key": "fallback",
+            "model": "model-b",
+            "failed_keys": ["primary"],
+            "errors": {"primary": "TimeoutError"},
+        }
     ] * 3
 
 
@@ -350,7 +360,9 @@ async def test_metadata_set_by_the_delegate_is_kept():
 
 
 async def test_nested_routed_llm_keeps_the_inner_route():
-    inner = RoutedLlm(models=[ScriptedLlm(model="leaf", script=["x"])], router=lambda *_: "leaf", model="inner")
+    inner = RoutedLlm(
+        models=[ScriptedLlm(model="leaf", script=["x"])], router=lambda *_: "leaf", model="inner"
+    )
     outer = RoutedLlm(models={"nested": inner}, router=lambda *_: "nested")
 
     [out] = await collect(outer.generate_content_async(make_request()))
@@ -460,11 +472,19 @@ async def test_error_inside_an_open_connection_is_never_switched():
     [
         ({"models": {}}, ValueError, "is empty"),
         ({"models": []}, ValueError, "is empty"),
-        ({"models": [ScriptedLlm(model="x"), ScriptedLlm(model="x")]}, ValueError, "names the model 'x' twice"),
+        (
+            {"models": [ScriptedLlm(model="x"), ScriptedLlm(model="x")]},
+            ValueError,
+            "names the model 'x' twice",
+        ),
         ({"models": {"a": 42}}, TypeError, "entry for 'a' is a int"),
         ({"models": {"": ScriptedLlm(model="x")}}, TypeError, "non-empty strings"),
         ({"models": "gemini-2.5-flash"}, TypeError, "mapping of key to model"),
-        ({"models": {"a": "no-such-model-xyz"}}, ValueError, "cannot resolve the model name 'no-such-model-xyz'"),
+        (
+            {"models": {"a": "no-such-model-xyz"}},
+            ValueError,
+            "cannot resolve the model name 'no-such-model-xyz'",
+        ),
         ({"models": [ScriptedLlm(model="x")], "router": "x"}, TypeError, "must be callable"),
     ],
 )

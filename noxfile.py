@@ -1,0 +1,39 @@
+"""Developer and CI sessions: ``nox`` runs tests, lint and typecheck."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.error_on_missing_interpreters = True
+
+PACKAGE = "routed_llm"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Runs the whole test suite against the installed package."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Checks style and formatting with ruff."""
+    session.install("ruff")
+    session.run("ruff", "check", PACKAGE, "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", PACKAGE, "tests", "benchmarks", "examples", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-checks the package with mypy --strict."""
+    session.install("-e", ".", "mypy")
+    session.run("mypy", "--strict", PACKAGE)
+
+
+@nox.session
+def benchmark(session: nox.Session) -> None:
+    """Measures RoutedLlm's per-call overhead (not part of the default run)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/overhead.py", *session.posargs)

@@ -1,0 +1,46 @@
+"""The README's promises: the quick start and CI stay in step, the demo runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quick_start_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert block is not None, "the Quick start section has no bash block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_quick_start_holds_exactly_two_commands():
+    assert len(quick_start_commands()) == 2
+
+
+def test_ci_runs_the_readmes_test_command_verbatim():
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+
+    assert quick_start_commands()[1] in ci_lines
+
+
+def test_demo_fails_over_to_the_local_model_without_an_api_key():
+    env = {k: v for k, v in os.environ.items() if k not in {"GOOGLE_API_KEY", "GEMINI_API_KEY"}}
+    env["GOOGLE_GENAI_USE_VERTEXAI"] = "false"
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "failover" / "run.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+
+    assert result.stdout.count("served by 'local' (local-rules) after cloud failed: ValueError") == 2
+    assert "Traceback" not in result.stderr
