@@ -10,14 +10,42 @@ from __future__ import annotations
 from routed_llm.errors import PermanentModelError, RoutingError, TransientModelError, is_transient
 from routed_llm.routed import RoutedLlm
 from routed_llm.routing import METADATA_KEY, ErrorContext, LlmRouter
+from routed_llm.strategies import (
+    CLOUD,
+    ON_DEVICE,
+    PREFER_IN_CLOUD,
+    PREFER_ON_DEVICE,
+    ConnectivityStrategy,
+    FallbackStrategy,
+    FirstMatch,
+    InputSizeStrategy,
+    PreRoutingStrategy,
+    RoutingContext,
+    Strategy,
+    WithFallback,
+    hybrid_model_on_device_cloud,
+)
 
 __all__ = [
+    "CLOUD",
     "METADATA_KEY",
+    "ON_DEVICE",
+    "PREFER_IN_CLOUD",
+    "PREFER_ON_DEVICE",
+    "ConnectivityStrategy",
     "ErrorContext",
+    "FallbackStrategy",
+    "FirstMatch",
+    "InputSizeStrategy",
     "LlmRouter",
     "PermanentModelError",
+    "PreRoutingStrategy",
     "RoutedLlm",
+    "RoutingContext",
     "RoutingError",
+    "Strategy",
     "TransientModelError",
+    "WithFallback",
+    "hybrid_model_on_device_cloud",
     "is_transient",
 ]

@@ -151,13 +151,13 @@ def _status_verdict(error: BaseException) -> bool | None:
 
 def _http_code(error: BaseException) -> int | None:
     """The HTTP status code ``error`` carries, in any of the common shapes."""
-    candidates = (
-        getattr(error, "code", None),
-        getattr(error, "status_code", None),
-        getattr(error, "status", None),
-        getattr(getattr(error, "response", None), "status_code", None),
-    )
-    for candidate in candidates:
+    for holder, name in (
+        (error, "status_code"),  # LiteLLM, OpenAI, Anthropic.
+        (error, "status"),  # aiohttp (google-genai's is a name, skipped here).
+        (error, "code"),  # google-genai, urllib; read after aiohttp's status, as it deprecates code.
+        (getattr(error, "response", None), "status_code"),  # httpx.HTTPStatusError.
+    ):
+        candidate = getattr(holder, name, None)
         if isinstance(candidate, int) and not isinstance(candidate, bool):
             return candidate
     return None

@@ -213,7 +213,9 @@ def _resolve_models(
     if isinstance(models, Mapping):
         entries = list(models.items())
     else:
-        entries = [(entry if isinstance(entry, str) else getattr(entry, "model", None), entry) for entry in models]
+        entries = [
+            (entry if isinstance(entry, str) else getattr(entry, "model", None), entry) for entry in models
+        ]
         names = [name for name, _ in entries]
         twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
         if twice is not None:

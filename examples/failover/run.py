@@ -14,7 +14,7 @@ from google.adk.runners import InMemoryRunner
 from google.genai import types
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from failover.agent import root_agent  # noqa: E402
+from failover.agent import root_agent
 
 QUESTIONS = ["What is the capital of France?", "Name a prime number above 10."]
 

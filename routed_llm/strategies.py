@@ -1,0 +1,503 @@
+"""Ready-made routing strategies, each usable directly as a ``RoutedLlm`` router.
+
+After Genkit's ``genkit_hybrid``: a strategy looks at a
+:class:`RoutingContext` and names a key, or makes no decision (``None`` or
+``""``). Strategies compose (:class:`FirstMatch`, :class:`WithFallback`) and
+every one of them is also a router, so any strategy can be passed as
+``RoutedLlm(router=...)`` with any keys::
+
+    llm = RoutedLlm(
+        models={"flash": "gemini-2.5-flash", "pro": "gemini-2.5-pro"},
+        router=FallbackStrategy(["flash", "pro"]),
+    )
+
+For the on-device + cloud case the keys :data:`ON_DEVICE` and :data:`CLOUD`
+and :func:`~routed_llm.hybrid_model_on_device_cloud` save the wiring.
+
+Which strategies fall back: :class:`FallbackStrategy` and
+:class:`WithFallback` choose again after a failure, and only when
+:func:`~routed_llm.is_transient` says the failure may fall back. The others
+decide the first pick only and make no decision after a failure, so on their
+own they do not fall back: wrap them in :class:`WithFallback`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.llm_request import LlmRequest
+from google.genai import types
+
+from routed_llm.errors import is_transient
+from routed_llm.routed import RoutedLlm
+from routed_llm.routing import ErrorContext, LlmRouter
+
+__all__ = [
+    "CLOUD",
+    "ON_DEVICE",
+    "PREFER_IN_CLOUD",
+    "PREFER_ON_DEVICE",
+    "ConnectivityStrategy",
+    "FallbackStrategy",
+    "FirstMatch",
+    "InputSizeStrategy",
+    "PreRoutingStrategy",
+    "RoutingContext",
+    "Strategy",
+    "WithFallback",
+    "hybrid_model_on_device_cloud",
+    "is_transient",
+]
+
+ON_DEVICE = "on_device"
+"""The key of the on-device model in a hybrid."""
+
+CLOUD = "cloud"
+"""The key of the cloud model in a hybrid."""
+
+PREFER_ON_DEVICE = (ON_DEVICE, CLOUD)
+"""Fallback order: on-device first, then the cloud."""
+
+PREFER_IN_CLOUD = (CLOUD, ON_DEVICE)
+"""Fallback order: the cloud first, then on-device."""
+
+Decision = str | None
+"""A key, or None (or ``""``) for no decision."""
+
+TransientPolicy = Callable[[BaseException], bool]
+"""Decides whether a failure may fall back; :func:`is_transient` by default."""
+
+
+@dataclass(frozen=True)
+class RoutingContext:
+    """What a strategy decides on.
+
+    Attributes:
+        request: The request being routed. Read it; do not edit it.
+        models: The routed models by key.
+        error_context: None on the first pick, else what failed so far.
+    """
+
+    request: LlmRequest
+    models: Mapping[str, BaseLlm]
+    error_context: ErrorContext | None = None
+
+    @property
+    def is_failover(self) -> bool:
+        """Whether a model already failed in this call."""
+        return self.error_context is not None
+
+    @property
+    def failed_keys(self) -> frozenset[str]:
+        """The keys that failed so far in this call (empty on the first pick)."""
+        return self.error_context.failed_keys if self.error_context else frozenset()
+
+    @cached_property
+    def input_text(self) -> str:
+        """The text of the request's contents, the turns the model will read.
+
+        Text parts of every content (user and model turns alike) joined by
+        newlines; thoughts, function calls and responses and media are not
+        text and are left out. The system instruction is not included: see
+        :attr:`system_instruction_text`.
+        """
+        return "\n".join(
+            part.text
+            for content in self.request.contents
+            for part in content.parts or ()
+            if part.text and not part.thought
+        )
+
+    @property
+    def input_chars(self) -> int:
+        """The length of :attr:`input_text` in characters."""
+        return len(self.input_text)
+
+    @cached_property
+    def system_instruction_text(self) -> str:
+        """The text of the request's system instruction ("" when it has none)."""
+        return _text_of(self.request.config.system_instruction if self.request.config else None)
+
+
+class Strategy(ABC):
+    """The interface of a routing strategy; subclass it to write your own.
+
+    Implement :meth:`decide`. The base class makes the strategy a router, so
+    it can be passed as ``RoutedLlm(router=...)`` and composed with the
+    built-in strategies::
+
+        class PremiumToPro(Strategy):
+            def decide(self, ctx):
+                return "pro" if "premium" in ctx.input_text else None
+    """
+
+    @abstractmethod
+    def decide(self, ctx: RoutingContext) -> Decision | Awaitable[Decision]:
+        """Names the key to try, or None (or ``""``) for no decision.
+
+        Args:
+            ctx: The request and what failed so far.
+
+        Returns:
+            A key, or None; either may be returned through an awaitable.
+        """
+
+    @property
+    def declared_keys(self) -> frozenset[str]:
+        """The keys this strategy may name, where known ahead of time.
+
+        ``RoutedLlm`` checks them against its models at construction, so a
+        misspelled key fails there instead of on the first request. Empty
+        when the strategy cannot know (a user function decides).
+        """
+        return frozenset()
+
+    async def __call__(
+        self,
+        models: Mapping[str, BaseLlm],
+        llm_request: LlmRequest,
+        error_context: ErrorContext | None,
+    ) -> str | None:
+        """Routes like any router: see :data:`~routed_llm.LlmRouter`."""
+        return await decide(self, RoutingContext(llm_request, models, error_context))
+
+
+async def decide(strategy: Strategy, ctx: RoutingContext) -> Decision:
+    """Asks ``strategy`` for a decision, awaiting it and folding ``""`` to None.
+
+    Args:
+        strategy: The strategy to ask.
+        ctx: What it decides on.
+
+    Returns:
+        A key, or None for no decision.
+
+    Raises:
+        TypeError: If the strategy returns something other than a string or
+            None.
+    """
+    choice = await _resolve(strategy.decide(ctx))
+    if choice is None or choice == "":
+        return None
+    if not isinstance(choice, str):
+        raise TypeError(
+            f"{type(strategy).__name__}.decide returned {choice!r} ({type(choice).__name__}); "
+            "a strategy returns a key string, or None/'' for no decision."
+        )
+    return choice
+
+
+@dataclass(frozen=True)
+class PreRoutingStrategy(Strategy):
+    """Decides the first pick with your own function: privacy, cost, tier.
+
+    Args:
+        fn: ``fn(ctx)``, sync or async, returns a key, or ``""``/None for no
+            decision. Not consulted after a failure.
+    """
+
+    fn: Callable[[RoutingContext], Decision | Awaitable[Decision]]
+
+    def __post_init__(self) -> None:
+        _require_callable("PreRoutingStrategy(fn)", self.fn)
+
+    async def decide(self, ctx: RoutingContext) -> Decision:
+        """Returns ``fn(ctx)`` on the first pick, None after a failure."""
+        if ctx.is_failover:
+            return None
+        choice: Decision = await _resolve(self.fn(ctx))
+        return choice
+
+
+@dataclass(frozen=True)
+class FallbackStrategy(Strategy):
+    """Tries keys in a fixed priority order.
+
+    The first pick is ``order[0]``; after a transient failure, the next key
+    of ``order`` that has not failed. A permanent failure stops the call.
+
+    Args:
+        order: The keys in priority order, e.g. :data:`PREFER_ON_DEVICE`.
+        is_transient: Which failures may fall back.
+    """
+
+    order: Sequence[str]
+    is_transient: TransientPolicy = field(default=is_transient, kw_only=True)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "order", _key_sequence("FallbackStrategy(order)", self.order))
+        _require_callable("FallbackStrategy(is_transient=...)", self.is_transient)
+
+    @property
+    def declared_keys(self) -> frozenset[str]:
+        """Every key of ``order``."""
+        return frozenset(self.order)
+
+    def decide(self, ctx: RoutingContext) -> Decision:
+        """Returns the first key of ``order`` that may be tried now."""
+        return _next_in_order(self.order, ctx, self.is_transient)
+
+
+@dataclass(frozen=True)
+class ConnectivityStrategy(Strategy):
+    """Picks by network availability: the cloud online, on-device offline.
+
+    Args:
+        is_online: Returns whether the network is up; sync or async.
+        online: The key to pick when online.
+        offline: The key to pick when offline.
+    """
+
+    is_online: Callable[[], bool | Awaitable[bool]] = field(kw_only=True)
+    online: str = field(default=CLOUD, kw_only=True)
+    offline: str = field(default=ON_DEVICE, kw_only=True)
+
+    def __post_init__(self) -> None:
+        _require_callable("ConnectivityStrategy(is_online=...)", self.is_online)
+        _require_key("ConnectivityStrategy(online=...)", self.online)
+        _require_key("ConnectivityStrategy(offline=...)", self.offline)
+
+    @property
+    def declared_keys(self) -> frozenset[str]:
+        """The online and offline keys."""
+        return frozenset({self.online, self.offline})
+
+    async def decide(self, ctx: RoutingContext) -> Decision:
+        """Returns ``online`` or ``offline`` on the first pick, None after."""
+        if ctx.is_failover:
+            return None
+        online: bool = await _resolve(self.is_online())
+        return self.online if online else self.offline
+
+
+def _estimate_tokens(text: str) -> int:
+    """About four characters a token, rounded up: a cheap, conservative guess."""
+    return math.ceil(len(text) / 4)
+
+
+@dataclass(frozen=True)
+class InputSizeStrategy(Strategy):
+    """Sends small inputs to one key and large ones to another.
+
+    Size is :attr:`RoutingContext.input_text`: the text of the request's
+    contents, every turn included, since all of it fills the model's context.
+    The system instruction counts only with ``count_system_instruction=True``.
+    Give exactly one limit: ``max_chars``, or ``max_tokens`` measured by
+    ``count_tokens`` (by default an estimate of four characters a token; pass
+    a real tokenizer's counter for precision).
+
+    Args:
+        max_chars: Inputs of at most this many characters are small.
+        max_tokens: Inputs of at most this many tokens are small.
+        small: The key for small inputs.
+        large: The key for large inputs.
+        count_tokens: Counts the tokens of a text, for ``max_tokens``.
+        count_system_instruction: Whether the system instruction counts too.
+    """
+
+    max_chars: int | None = field(default=None, kw_only=True)
+    max_tokens: int | None = field(default=None, kw_only=True)
+    small: str = field(default=ON_DEVICE, kw_only=True)
+    large: str = field(default=CLOUD, kw_only=True)
+    count_tokens: Callable[[str], int] = field(default=_estimate_tokens, kw_only=True)
+    count_system_instruction: bool = field(default=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if (self.max_chars is None) == (self.max_tokens is None):
+            raise ValueError("InputSizeStrategy takes exactly one limit: max_chars=... or max_tokens=....")
+        for name in ("max_chars", "max_tokens"):
+            limit = getattr(self, name)
+            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+                raise ValueError(f"InputSizeStrategy({name}=...) is a whole number >= 0; got {limit!r}.")
+        _require_key("InputSizeStrategy(small=...)", self.small)
+        _require_key("InputSizeStrategy(large=...)", self.large)
+        _require_callable("InputSizeStrategy(count_tokens=...)", self.count_tokens)
+
+    @property
+    def declared_keys(self) -> frozenset[str]:
+        """The small and large keys."""
+        return frozenset({self.small, self.large})
+
+    def decide(self, ctx: RoutingContext) -> Decision:
+        """Returns ``small`` or ``large`` on the first pick, None after."""
+        if ctx.is_failover:
+            return None
+        text = ctx.input_text
+        if self.count_system_instruction and ctx.system_instruction_text:
+            text = f"{ctx.system_instruction_text}\n{text}"
+        if self.max_chars is not None:
+            return self.small if len(text) <= self.max_chars else self.large
+        assert self.max_tokens is not None  # Checked at construction.
+        return self.small if self.count_tokens(text) <= self.max_tokens else self.large
+
+
+@dataclass(frozen=True)
+class FirstMatch(Strategy):
+    """A chain of rules: asks each strategy in turn, takes the first decision.
+
+    Asked the same way on the first pick and after failures.
+
+    Args:
+        strategies: The strategies to ask, in order.
+    """
+
+    strategies: Sequence[Strategy]
+
+    def __post_init__(self) -> None:
+        strategies = tuple(self.strategies)
+        if not strategies:
+            raise ValueError("FirstMatch([...]) needs at least one strategy.")
+        for index, strategy in enumerate(strategies):
+            if not isinstance(strategy, Strategy):
+                raise TypeError(
+                    f"FirstMatch([...])[{index}] is a {type(strategy).__name__}, not a Strategy. "
+                    "Wrap a function of the context in PreRoutingStrategy(fn)."
+                )
+        object.__setattr__(self, "strategies", strategies)
+
+    @property
+    def declared_keys(self) -> frozenset[str]:
+        """Every key any of the strategies declares."""
+        return frozenset().union(*(strategy.declared_keys for strategy in self.strategies))
+
+    async def decide(self, ctx: RoutingContext) -> Decision:
+        """Returns the first decision any strategy makes, else None."""
+        for strategy in self.strategies:
+            choice = await decide(strategy, ctx)
+            if choice is not None:
+                return choice
+        return None
+
+
+@dataclass(frozen=True)
+class WithFallback(Strategy):
+    """Any strategy's pick, plus a guaranteed fallback tail.
+
+    The first pick is the strategy's, or the first key of ``fallback_order``
+    when it makes none. After a transient failure, the next key of
+    ``fallback_order`` that has not failed; the wrapped strategy is not asked
+    again. Only keys in the tail are ever tried after the first pick: with
+    ``fallback_order=[ON_DEVICE]``, a request a privacy rule kept on-device
+    never reaches the cloud, even when the device fails.
+
+    Args:
+        strategy: The strategy that makes the first pick.
+        fallback_order: The keys to fall back to, in order.
+        is_transient: Which failures may fall back.
+    """
+
+    strategy: Strategy
+    fallback_order: Sequence[str] = field(kw_only=True)
+    is_transient: TransientPolicy = field(default=is_transient, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.strategy, Strategy):
+            raise TypeError(f"WithFallback(strategy) takes a Strategy; got {type(self.strategy).__name__}.")
+        object.__setattr__(
+            self, "fallback_order", _key_sequence("WithFallback(fallback_order=...)", self.fallback_order)
+        )
+        _require_callable("WithFallback(is_transient=...)", self.is_transient)
+
+    @property
+    def declared_keys(self) -> frozenset[str]:
+        """The strategy's keys and the tail's."""
+        return self.strategy.declared_keys | frozenset(self.fallback_order)
+
+    async def decide(self, ctx: RoutingContext) -> Decision:
+        """Returns the strategy's pick first, then the tail's next key."""
+        if not ctx.is_failover:
+            return await decide(self.strategy, ctx) or self.fallback_order[0]
+        return _next_in_order(self.fallback_order, ctx, self.is_transient)
+
+
+def hybrid_model_on_device_cloud(
+    *,
+    on_device: BaseLlm | str,
+    cloud: BaseLlm | str,
+    strategy: LlmRouter,
+    **routed_llm_options: Any,
+) -> RoutedLlm:
+    """Builds a ``RoutedLlm`` over an on-device and a cloud model.
+
+    The models are keyed :data:`ON_DEVICE` and :data:`CLOUD`, the keys the
+    strategies default to::
+
+        smart = hybrid_model_on_device_cloud(
+            on_device=on_device_model,
+            cloud=Gemini(model="gemini-2.5-flash"),
+            strategy=FallbackStrategy(PREFER_ON_DEVICE),
+        )
+
+    Args:
+        on_device: The on-device model.
+        cloud: The cloud model.
+        strategy: The router: a strategy, or any router function.
+        **routed_llm_options: Passed on to ``RoutedLlm`` (``model=``, say).
+
+    Returns:
+        A ``RoutedLlm`` with exactly the keys ``on_device`` and ``cloud``.
+    """
+    return RoutedLlm(models={ON_DEVICE: on_device, CLOUD: cloud}, router=strategy, **routed_llm_options)
+
+
+def _next_in_order(order: Sequence[str], ctx: RoutingContext, may_fall_back: TransientPolicy) -> Decision:
+    """The first key of ``order`` not yet failed, if the last failure allows."""
+    if ctx.error_context is not None and not may_fall_back(ctx.error_context.last_error):
+        return None
+    failed = ctx.failed_keys
+    return next((key for key in order if key not in failed), None)
+
+
+async def _resolve(value: Any) -> Any:
+    """Awaits ``value`` if it is awaitable."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _text_of(instruction: object) -> str:
+    """The text of a system instruction in any of the shapes genai accepts."""
+    if instruction is None:
+        return ""
+    if isinstance(instruction, str):
+        return instruction
+    if isinstance(instruction, types.Part):
+        return instruction.text or ""
+    if isinstance(instruction, types.Content):
+        return "\n".join(part.text for part in instruction.parts or () if part.text)
+    if isinstance(instruction, (list, tuple)):
+        return "\n".join(filter(None, (_text_of(item) for item in instruction)))
+    return ""
+
+
+def _require_callable(what: str, value: object) -> None:
+    if not callable(value):
+        raise TypeError(f"{what} must be callable; got {type(value).__name__}.")
+
+
+def _require_key(what: str, key: object) -> None:
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"{what} is a non-empty key string; got {key!r}.")
+
+
+def _key_sequence(what: str, keys: object) -> tuple[str, ...]:
+    """Checks a non-empty sequence of distinct key strings; returns it as a tuple."""
+    if isinstance(keys, str) or not isinstance(keys, Sequence):
+        raise TypeError(f"{what} is a list of keys, e.g. ['primary', 'fallback']; got {keys!r}.")
+    for key in keys:
+        _require_key(what, key)
+    if not keys:
+        raise ValueError(f"{what} is empty; name at least one key.")
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ValueError(
+            f"{what} names {duplicates} more than once; each key is tried at most once per call."
+        )
+    return tuple(keys)
