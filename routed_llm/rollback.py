@@ -149,8 +149,8 @@ class RequestSnapshot:
                     rest += map(part_state.get, fields_set)
         return rest
 
-    def _record_graph(self, level: list[Any]) -> None:
-        """Records every mutable node reachable from ``level``, breadth first.
+    def _record_graph(self, stack: list[Any]) -> None:
+        """Records every mutable node reachable from ``stack``, depth first.
 
         Each node is recorded once, however many paths lead to it, which also
         makes the walk safe on graphs with cycles.
@@ -158,34 +158,34 @@ class RequestSnapshot:
         leaf = _LEAF_TYPES
         scan_cache = _SCAN_CACHE
         seen: set[int] = set()
-        while level:
-            fresh = {id(n): n for n in level if type(n) not in leaf and id(n) not in seen}
-            seen.update(fresh)
-            level = []
-            for node in fresh.values():
-                node_type = type(node)
-                if node_type is list:
-                    self._lists.append((node, node.copy()))
-                    level += node
-                elif node_type is dict:
-                    self._dicts.append((node, node.copy()))
-                    level += node.values()
-                else:
-                    scan = scan_cache.get(node_type, _UNKNOWN)
-                    if scan is _UNKNOWN:
-                        scan = _fields_to_scan(node_type)
-                    if scan is None:
-                        continue  # Not a pydantic model: kept by reference.
-                    state = node.__dict__
-                    fields_set = node.__pydantic_fields_set__
-                    self._models.append((node, state.copy(), set(fields_set)))
-                    level += map(state.get, fields_set)
-                    if scan:
-                        level += map(state.get, scan)
-                    if node.__pydantic_extra__:
-                        level.append(node.__pydantic_extra__)
-                    if node.__pydantic_private__:
-                        level.append(node.__pydantic_private__)
+        while stack:
+            node = stack.pop()
+            node_type = type(node)
+            if node_type in leaf or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node_type is list:
+                self._lists.append((node, node.copy()))
+                stack += node
+            elif node_type is dict:
+                self._dicts.append((node, node.copy()))
+                stack += node.values()
+            else:
+                scan = scan_cache.get(node_type, _UNKNOWN)
+                if scan is _UNKNOWN:
+                    scan = _fields_to_scan(node_type)
+                if scan is None:
+                    continue  # Not a pydantic model: kept by reference.
+                state = node.__dict__
+                fields_set = node.__pydantic_fields_set__
+                self._models.append((node, state.copy(), set(fields_set)))
+                stack += map(state.get, fields_set)
+                if scan:
+                    stack += map(state.get, scan)
+                if node.__pydantic_extra__:
+                    stack.append(node.__pydantic_extra__)
+                if node.__pydantic_private__:
+                    stack.append(node.__pydantic_private__)
 
     def restore(self) -> None:
         """Writes the recorded state back into the recorded objects, in place."""

@@ -137,7 +137,7 @@ class RoutedLlm(BaseLlm):
             Exception: The last model error, unchanged, when the router stops
                 failing over; any error after a response was yielded.
         """
-        call = RoutedCall(self._models, self._router, llm_request)
+        call = self._new_call(llm_request)
         try:
             key = await call.first_key()
             while True:
@@ -181,7 +181,7 @@ class RoutedLlm(BaseLlm):
         Yields:
             The open connection of the chosen model.
         """
-        call = RoutedCall(self._models, self._router, llm_request)
+        call = self._new_call(llm_request)
         async with AsyncExitStack() as stack:
             try:
                 key = await call.first_key()
@@ -198,6 +198,16 @@ class RoutedLlm(BaseLlm):
             finally:
                 call.release()
             yield connection
+
+    def _new_call(self, llm_request: LlmRequest) -> RoutedCall:
+        """Starts the routing state of one call.
+
+        Reads the private attributes straight from pydantic's store: going
+        through ``self._models`` takes pydantic's ``__getattr__`` fallback,
+        which costs more than the rest of a call's routing bookkeeping.
+        """
+        private = self.__pydantic_private__ or {}
+        return RoutedCall(private["_models"], private["_router"], llm_request)
 
 
 def _resolve_models(

@@ -44,3 +44,17 @@ def test_demo_fails_over_to_the_local_model_without_an_api_key():
 
     assert result.stdout.count("served by 'local' (local-rules) after cloud failed: ValueError") == 2
     assert "Traceback" not in result.stderr
+
+
+def test_recipes_example_shows_each_recipes_route():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "recipes" / "hybrid_recipes.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+    lines = {line.split("->")[0].strip(): line.split("->")[1].strip() for line in result.stdout.splitlines()}
+    assert lines["PREFER_IN_CLOUD                    cloud down"] == "on_device (failed before it: ['cloud'])"
+    assert lines["rule, then fall back (opted out)   cloud up"] == "on_device (failed before it: none)"
