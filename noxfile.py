@@ -11,10 +11,15 @@ PACKAGE = "routed_llm"
 
 
 @nox.session
-def tests(session: nox.Session) -> None:
-    """Runs the whole test suite against the installed package."""
-    session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+@nox.parametrize("transport", ["httpx", "aiohttp"])
+def tests(session: nox.Session, transport: str) -> None:
+    """Runs the whole test suite, with google-genai on the given HTTP transport.
+
+    google-genai uses aiohttp for async calls whenever it is importable and
+    httpx otherwise; the provider tests run the real Gemini client on each.
+    """
+    session.install("-e", ".[test,litellm]")
+    session.run("pytest", *session.posargs, env={"ROUTED_LLM_GENAI_TRANSPORT": transport})
 
 
 @nox.session

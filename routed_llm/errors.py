@@ -84,6 +84,10 @@ def is_transient(error: BaseException) -> bool:
 
     * :class:`PermanentModelError` is permanent, :class:`TransientModelError`
       transient.
+    * An input too long for the model's context window
+      (``ContextWindowExceededError``, as LiteLLM raises it) is transient
+      although it is sent as HTTP 400: a model with a larger window may
+      well succeed.
     * A Google API status name (``APIError.status`` in google-genai):
       ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``RESOURCE_EXHAUSTED`` and
       ``INTERNAL`` are transient; ``INVALID_ARGUMENT``, ``PERMISSION_DENIED``,
@@ -109,12 +113,17 @@ def is_transient(error: BaseException) -> bool:
     for link in _cause_chain(error):
         if isinstance(link, PermanentModelError):
             return False
-        if isinstance(link, TransientModelError):
+        if isinstance(link, TransientModelError) or _overflows_context(link):
             return True
         verdict = _status_verdict(link)
         if verdict is not None:
             return verdict
     return True
+
+
+def _overflows_context(error: BaseException) -> bool:
+    """Whether ``error`` is a context-window overflow, by its class name."""
+    return any(cls.__name__ == "ContextWindowExceededError" for cls in type(error).__mro__)
 
 
 def _cause_chain(error: BaseException) -> Iterator[BaseException]:

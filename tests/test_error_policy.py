@@ -50,6 +50,8 @@ TRANSIENT = {
     "aiohttp status 502": aiohttp_status_error(502),
     "aiohttp server disconnected": aiohttp.ServerDisconnectedError(),
     "aiohttp connection error": aiohttp.ClientConnectionError("refused"),
+    "aiohttp payload cut mid-body": aiohttp.ClientPayloadError("Response payload is not completed"),
+    "genai 503 with an HTML body": errors.ServerError(503, {"message": "<html>503</html>"}),
     "status_code 429": StatusCodeError(429),
     "status_code 408 timeout": StatusCodeError(408),
     "status_code 500": StatusCodeError(500),

@@ -1,0 +1,362 @@
+"""Local fault-injecting servers that speak the Gemini and OpenAI wire formats.
+
+Each server listens on 127.0.0.1 on a free port, in a background thread, and
+answers each request with the next reply scripted for its model (the model in
+the URL for Gemini, the ``model`` field of the body for OpenAI). An unscripted
+request gets a 500 that says so. Every request is recorded.
+
+Replies are semantic: ``Text("hi")`` becomes a JSON body for a plain request
+and an SSE stream for a streaming one, in the server's own format. Faults:
+``Error`` (a proper error body), ``Html`` (an HTML error page), ``Hangup``
+(close before any byte), ``Chunks(..., then=BREAK)`` (an SSE stream cut after
+its chunks), ``Chunks(..., then=Error(...))`` (an in-stream error object),
+``Stall`` (never answer), ``Slow`` (answer after a delay).
+
+Only the standard library is used, so the servers add no dependency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Error:
+    code: int
+    status: str = ""
+    message: str = "scripted error"
+
+
+@dataclass(frozen=True)
+class Html:
+    code: int = 503
+    body: str = "<html><body><h1>503 Service Unavailable</h1></body></html>"
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """Close the connection before sending a single byte."""
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Read the request and never answer (until the server stops)."""
+
+
+BREAK = "break"
+"""``Chunks(..., then=BREAK)``: cut the connection after the chunks."""
+
+STALL = "stall"
+"""``Chunks(..., then=STALL)``: send nothing more after the chunks, until the server stops."""
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """A streamed answer: text chunks, then ``then``.
+
+    ``then`` is None (finish normally), BREAK (drop the connection without
+    ending the stream), STALL (go silent), an ``Error`` (send it as an in-stream error object and
+    end), or ``"end-without-finish"`` (end the stream with no finish reason).
+    """
+
+    texts: tuple[str, ...]
+    then: Error | str | None = None
+
+    def __init__(self, *texts: str, then: Error | str | None = None) -> None:
+        object.__setattr__(self, "texts", texts)
+        object.__setattr__(self, "then", then)
+
+
+@dataclass(frozen=True)
+class Slow:
+    """Send ``reply`` after ``seconds``: a slow but healthy server."""
+
+    reply: Any
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A request as the server received it."""
+
+    path: str
+    model: str
+    stream: bool
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.loads(raw or b"{}")
+        owner = self.server.owner
+        model, stream = owner.route(urlparse(self.path), body)
+        owner.record(Recorded(self.path, model, stream, body, dict(self.headers.items())))
+        reply = owner.next_reply(model)
+        while isinstance(reply, Slow):
+            time.sleep(reply.seconds)  # The fault itself: a slow server, not test synchronisation.
+            reply = reply.reply
+        self._send(owner, model, stream, reply)
+
+    def _send(self, owner: FakeServer, model: str, stream: bool, reply: Any) -> None:
+        if isinstance(reply, Hangup):
+            self._drop()
+        elif isinstance(reply, Stall):
+            owner.stopping.wait()
+            self._drop()
+        elif isinstance(reply, Html):
+            self._respond(reply.code, "text/html", reply.body.encode())
+        elif isinstance(reply, Error):
+            self._respond(reply.code, "application/json", json.dumps(owner.error_body(reply)).encode())
+        elif stream:
+            self._stream(owner, model, reply)
+        else:
+            self._respond(200, "application/json", json.dumps(owner.full_body(model, reply)).encode())
+
+    def _respond(self, code: int, content_type: str, payload: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _stream(self, owner: FakeServer, model: str, reply: Any) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        events, then = owner.stream_events(model, reply)
+        for event in events:
+            self._chunk(
+                b"data: " + (event if isinstance(event, bytes) else json.dumps(event).encode()) + b"\r\n\r\n"
+            )
+        if then == STALL:
+            owner.stopping.wait()
+        if then in (BREAK, STALL):
+            self._drop()
+            return
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        self.wfile.flush()
+        with contextlib.suppress(OSError):  # The client may have gone already.
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name.
+        """Quiet: tests read the recorded requests instead."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: FakeServer
+
+
+class FakeServer:
+    """The shared machinery: scripting, recording, start and stop."""
+
+    def __init__(self) -> None:
+        self._scripts: dict[str, deque[Any]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self.requests: list[Recorded] = []
+        self.stopping = threading.Event()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.owner = self
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def script(self, model: str, *replies: Any) -> None:
+        """Queues ``replies`` for successive requests to ``model``."""
+        with self._lock:
+            self._scripts[model].extend(replies)
+
+    def calls_to(self, model: str) -> list[Recorded]:
+        return [request for request in self.requests if request.model == model]
+
+    def start(self) -> FakeServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def record(self, request: Recorded) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def next_reply(self, model: str) -> Any:
+        with self._lock:
+            queue = self._scripts[model]
+            return queue.popleft() if queue else Error(500, "INTERNAL", f"no reply scripted for {model!r}")
+
+    # Wire format hooks, one implementation per provider.
+    def route(self, url: Any, body: dict[str, Any]) -> tuple[str, bool]:
+        raise NotImplementedError
+
+    def full_body(self, model: str, reply: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def stream_events(self, model: str, reply: Any) -> tuple[list[Any], Any]:
+        raise NotImplementedError
+
+    def error_body(self, error: Error) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class FakeGemini(FakeServer):
+    """``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``."""
+
+    def route(self, url: Any, body: dict[str, Any]) -> tuple[str, bool]:
+        resource = url.path.rsplit("/models/", 1)[-1]
+        model, _, method = resource.partition(":")
+        stream = method == "streamGenerateContent" and parse_qs(url.query).get("alt") == ["sse"]
+        return model, stream
+
+    def full_body(self, model: str, reply: Any) -> dict[str, Any]:
+        if isinstance(reply, Chunks):
+            reply = Text("".join(reply.texts))
+        return self._candidate(model, [self._part(reply)], finish=True)
+
+    def stream_events(self, model: str, reply: Any) -> tuple[list[Any], Any]:
+        if not isinstance(reply, Chunks):
+            return [self._candidate(model, [self._part(reply)], finish=True)], None
+        events: list[Any] = [
+            self._candidate(
+                model, [{"text": text}], finish=index == len(reply.texts) - 1 and reply.then is None
+            )
+            for index, text in enumerate(reply.texts)
+        ]
+        if isinstance(reply.then, Error):
+            events.append(self.error_body(reply.then))
+        return events, reply.then
+
+    def error_body(self, error: Error) -> dict[str, Any]:
+        return {"error": {"code": error.code, "message": error.message, "status": error.status}}
+
+    @staticmethod
+    def _part(reply: Any) -> dict[str, Any]:
+        if isinstance(reply, FunctionCall):
+            return {"functionCall": {"name": reply.name, "args": reply.args}}
+        return {"text": reply.text}
+
+    @staticmethod
+    def _candidate(model: str, parts: list[dict[str, Any]], *, finish: bool) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+        if finish:
+            candidate["finishReason"] = "STOP"
+        return {
+            "candidates": [candidate],
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5},
+            "modelVersion": model,
+        }
+
+
+class FakeOpenAI(FakeServer):
+    """``POST /v1/chat/completions``, with and without ``stream``."""
+
+    def route(self, url: Any, body: dict[str, Any]) -> tuple[str, bool]:
+        return str(body.get("model", "")), bool(body.get("stream"))
+
+    def full_body(self, model: str, reply: Any) -> dict[str, Any]:
+        if isinstance(reply, Chunks):
+            reply = Text("".join(reply.texts))
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        if isinstance(reply, FunctionCall):
+            message["tool_calls"] = [self._tool_call(reply)]
+            finish = "tool_calls"
+        else:
+            message["content"] = reply.text
+            finish = "stop"
+        return {
+            **self._envelope(model, "chat.completion"),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        }
+
+    def stream_events(self, model: str, reply: Any) -> tuple[list[Any], Any]:
+        if isinstance(reply, FunctionCall):
+            deltas = [{"role": "assistant", "tool_calls": [{"index": 0, **self._tool_call(reply)}]}]
+            then, finish = None, "tool_calls"
+        else:
+            texts = reply.texts if isinstance(reply, Chunks) else (reply.text,)
+            deltas = [{"role": "assistant", "content": text} for text in texts]
+            then = reply.then if isinstance(reply, Chunks) else None
+            finish = "stop"
+        events: list[Any] = [self._chunk_event(model, delta, None) for delta in deltas]
+        if isinstance(then, Error):
+            events.append(self.error_body(then))
+        elif then is None:
+            events += [self._chunk_event(model, {}, finish), b"[DONE]"]
+        return events, then
+
+    def error_body(self, error: Error) -> dict[str, Any]:
+        return {"error": {"message": error.message, "type": error.status or "api_error", "code": error.code}}
+
+    def _chunk_event(self, model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {
+            **self._envelope(model, "chat.completion.chunk"),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    @staticmethod
+    def _tool_call(reply: FunctionCall) -> dict[str, Any]:
+        return {
+            "id": f"call_{reply.name}",
+            "type": "function",
+            "function": {"name": reply.name, "arguments": json.dumps(reply.args)},
+        }
+
+    @staticmethod
+    def _envelope(model: str, kind: str) -> dict[str, Any]:
+        return {"id": "chatcmpl-fake", "object": kind, "created": 1_700_000_000, "model": model}
+
+
+@dataclass
+class ClosedPort:
+    """A port on 127.0.0.1 that nothing listens on (connection refused)."""
+
+    port: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"

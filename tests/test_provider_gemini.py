@@ -1,0 +1,251 @@
+"""Failover with the real Gemini client against a local fault-injecting server.
+
+Runs under the google-genai HTTP transport named by ROUTED_LLM_GENAI_TRANSPORT
+(httpx, the default, or aiohttp); nox runs the suite once under each.
+"""
+
+from __future__ import annotations
+
+import os
+
+import aiohttp
+import httpx
+import pytest
+from google.adk.agents import LlmAgent
+from google.adk.models import Gemini
+from google.genai import Client, errors, types
+
+from routed_llm import RoutedLlm
+from routed_llm.strategies import FallbackStrategy
+from tests.conftest import collect, make_request, texts
+from tests.fake_servers import (
+    BREAK,
+    STALL,
+    Chunks,
+    ClosedPort,
+    Error,
+    FakeGemini,
+    FunctionCall,
+    Hangup,
+    Html,
+    Slow,
+    Stall,
+    Text,
+)
+from tests.test_adk_end_to_end import run_agent
+
+TRANSPORT = os.environ.get("ROUTED_LLM_GENAI_TRANSPORT", "httpx")
+TIMEOUT_MS = 400
+
+
+@pytest.fixture(autouse=True)
+def genai_transport(monkeypatch):
+    """Makes google-genai pick the transport under test, the way it decides itself."""
+    import google.genai._api_client as api_client
+
+    monkeypatch.setattr(api_client, "has_aiohttp", TRANSPORT == "aiohttp")
+    monkeypatch.setenv("GOOGLE_API_KEY", "test-key")
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_GENAI_USE_VERTEXAI", raising=False)
+    monkeypatch.delenv("GOOGLE_GENAI_USE_ENTERPRISE", raising=False)
+
+
+@pytest.fixture
+def server():
+    fake = FakeGemini().start()
+    yield fake
+    fake.stop()
+
+
+def gemini(base_url: str, name: str, *, timeout_ms: int | None = None) -> Gemini:
+    """The real ADK Gemini model, one attempt per call, pointed at ``base_url``."""
+    retry = types.HttpRetryOptions(attempts=1)
+    if timeout_ms is None:
+        return Gemini(model=name, base_url=base_url, retry_options=retry)
+    options = types.HttpOptions(base_url=base_url, timeout=timeout_ms, retry_options=retry)
+    return Gemini(model=name, client=Client(api_key="test-key", http_options=options))
+
+
+def routed(primary: Gemini, backup: Gemini) -> RoutedLlm:
+    return RoutedLlm(
+        models={"primary": primary, "backup": backup}, router=FallbackStrategy(["primary", "backup"])
+    )
+
+
+def pair(server: FakeGemini, **kwargs) -> RoutedLlm:
+    return routed(
+        gemini(server.url, "gemini-primary", **kwargs), gemini(server.url, "gemini-backup", **kwargs)
+    )
+
+
+TRANSIENT_FAULTS = {
+    "429 RESOURCE_EXHAUSTED": Error(429, "RESOURCE_EXHAUSTED"),
+    "500 INTERNAL": Error(500, "INTERNAL"),
+    "503 UNAVAILABLE": Error(503, "UNAVAILABLE"),
+    "HTML 503": Html(503),
+    "hang-up before any byte": Hangup(),
+}
+PERMANENT_FAULTS = {
+    "400 INVALID_ARGUMENT": Error(400, "INVALID_ARGUMENT"),
+    "401 UNAUTHENTICATED": Error(401, "UNAUTHENTICATED"),
+    "403 PERMISSION_DENIED": Error(403, "PERMISSION_DENIED"),
+    "404 NOT_FOUND": Error(404, "NOT_FOUND"),
+}
+STREAM = pytest.mark.parametrize("stream", [False, True], ids=["plain", "sse"])
+
+
+def test_the_selected_transport_is_the_one_in_use(server):
+    client = gemini(server.url, "gemini-primary").api_client
+
+    assert client._api_client._use_aiohttp() is (TRANSPORT == "aiohttp")
+
+
+@STREAM
+@pytest.mark.parametrize("fault", TRANSIENT_FAULTS.values(), ids=TRANSIENT_FAULTS.keys())
+async def test_transient_fault_fails_over_to_the_backup(server, fault, stream):
+    server.script("gemini-primary", fault)
+    server.script("gemini-backup", Text("from backup"))
+
+    responses = await collect(pair(server).generate_content_async(make_request(), stream=stream))
+
+    assert texts(responses)[-1] == "from backup"
+    assert responses[-1].custom_metadata["routed_llm"]["failed_keys"] == ["primary"]
+    assert [len(server.calls_to(m)) for m in ("gemini-primary", "gemini-backup")] == [1, 1]
+
+
+@STREAM
+@pytest.mark.parametrize("fault", PERMANENT_FAULTS.values(), ids=PERMANENT_FAULTS.keys())
+async def test_permanent_fault_propagates_the_clients_own_error(server, fault, stream):
+    server.script("gemini-primary", fault)
+
+    with pytest.raises(errors.ClientError) as raised:
+        await collect(pair(server).generate_content_async(make_request(), stream=stream))
+
+    assert (raised.value.code, raised.value.status) == (fault.code, fault.status)
+    assert server.calls_to("gemini-backup") == []
+
+
+@STREAM
+async def test_stalled_server_times_out_and_fails_over(server, stream):
+    server.script("gemini-primary", Stall())
+    server.script("gemini-backup", Text("from backup"))
+
+    responses = await collect(
+        pair(server, timeout_ms=TIMEOUT_MS).generate_content_async(make_request(), stream=stream)
+    )
+
+    assert texts(responses)[-1] == "from backup"
+
+
+async def test_slow_but_healthy_server_answers_without_failover(server):
+    server.script("gemini-primary", Slow(Text("late but fine"), seconds=0.05))
+
+    responses = await collect(pair(server, timeout_ms=5_000).generate_content_async(make_request()))
+
+    assert texts(responses) == ["late but fine"]
+    assert server.calls_to("gemini-backup") == []
+
+
+@STREAM
+async def test_connection_refused_fails_over(server, stream):
+    llm = routed(gemini(ClosedPort().url, "gemini-primary"), gemini(server.url, "gemini-backup"))
+    server.script("gemini-backup", Text("from backup"))
+
+    responses = await collect(llm.generate_content_async(make_request(), stream=stream))
+
+    assert texts(responses)[-1] == "from backup"
+
+
+# What the client raises, by transport, when a stream breaks after its first chunk.
+CUT_STREAM_ERROR = {"httpx": httpx.RemoteProtocolError, "aiohttp": aiohttp.ClientPayloadError}[TRANSPORT]
+STALLED_STREAM_ERROR = {"httpx": httpx.ReadTimeout, "aiohttp": TimeoutError}[TRANSPORT]
+STREAM_BREAKS = {
+    "connection cut": (Chunks("first ", then=BREAK), CUT_STREAM_ERROR),
+    "in-stream error object": (Chunks("first ", then=Error(503, "UNAVAILABLE")), errors.ServerError),
+}
+
+
+@pytest.mark.parametrize(("fault", "expected"), STREAM_BREAKS.values(), ids=STREAM_BREAKS.keys())
+async def test_fault_after_the_first_streamed_chunk_propagates(server, fault, expected):
+    server.script("gemini-primary", fault)
+    received = []
+
+    async def consume():
+        async for response in pair(server).generate_content_async(make_request(), stream=True):
+            received.append(response)
+
+    with pytest.raises(expected):
+        await consume()
+
+    assert texts(received) == ["first "]
+    assert server.calls_to("gemini-backup") == []
+
+
+async def test_stream_that_stalls_after_the_first_chunk_propagates_a_timeout(server):
+    server.script("gemini-primary", Chunks("first ", then=STALL))
+    received = []
+
+    async def consume():
+        llm = pair(server, timeout_ms=TIMEOUT_MS)
+        async for response in llm.generate_content_async(make_request(), stream=True):
+            received.append(response)
+
+    with pytest.raises(STALLED_STREAM_ERROR):
+        await consume()
+
+    assert texts(received) == ["first "]
+    assert server.calls_to("gemini-backup") == []
+
+
+async def test_stream_ending_early_without_error_yields_no_finish_reason(server):
+    server.script("gemini-primary", Chunks("only part", then="end-without-finish"))
+
+    responses = await collect(pair(server).generate_content_async(make_request(), stream=True))
+
+    assert responses[-1].finish_reason is None
+    assert server.calls_to("gemini-backup") == []
+
+
+async def test_each_attempt_sends_its_own_model_name_in_the_url(server):
+    server.script("gemini-primary", Error(503, "UNAVAILABLE"))
+    server.script("gemini-backup", Text("ok"))
+
+    await collect(pair(server).generate_content_async(make_request()))
+
+    assert [request.path.split("/models/")[1].split(":")[0] for request in server.requests] == [
+        "gemini-primary",
+        "gemini-backup",
+    ]
+
+
+async def test_backup_receives_the_same_contents_the_primary_was_sent(server):
+    server.script("gemini-primary", Error(500, "INTERNAL"))
+    server.script("gemini-backup", Text("ok"))
+
+    await collect(pair(server).generate_content_async(make_request("question", "answer", "follow-up")))
+
+    primary, backup = server.requests
+    assert primary.body["contents"] == backup.body["contents"]
+
+
+async def test_agent_with_tool_fails_over_on_every_model_step_while_streaming(server):
+    def get_weather(city: str) -> dict[str, str]:
+        """Returns the weather for a city."""
+        return {"forecast": f"sunny in {city}"}
+
+    server.script("gemini-primary", Error(503, "UNAVAILABLE"), Error(503, "UNAVAILABLE"))
+    server.script(
+        "gemini-backup", FunctionCall("get_weather", {"city": "Paris"}), Chunks("It is ", "sunny in Paris.")
+    )
+    agent = LlmAgent(name="assistant", model=pair(server), tools=[get_weather])
+
+    _, stored = await run_agent(agent, "weather in Paris?", streaming=True)
+
+    answers = [event for event in stored if event.author == "assistant"]
+    assert [event.custom_metadata["routed_llm"]["key"] for event in answers if event.custom_metadata] == [
+        "backup",
+        "backup",
+    ]
+    assert answers[-1].content.parts[0].text == "It is sunny in Paris."
+    tool_result = server.calls_to("gemini-backup")[1].body["contents"][-1]["parts"][0]["functionResponse"]
+    assert tool_result["response"] == {"forecast": "sunny in Paris"}
