@@ -181,7 +181,9 @@ async def test_agent_with_tool_fails_over_on_every_model_step_while_streaming(se
 
 
 def litellm_error(name: str, **extra):
-    return getattr(litellm.exceptions, name)(message="scripted", llm_provider="openai", model="gpt-x", **extra)
+    return getattr(litellm.exceptions, name)(
+        message="scripted", llm_provider="openai", model="gpt-x", **extra
+    )
 
 
 LITELLM_SHAPES = {
@@ -189,7 +191,10 @@ LITELLM_SHAPES = {
     "InternalServerError (500)": (lambda: litellm_error("InternalServerError"), True),
     "ServiceUnavailableError (503)": (lambda: litellm_error("ServiceUnavailableError"), True),
     "Timeout (408)": (lambda: litellm_error("Timeout"), True),
-    "APIConnectionError (misreported 500: refused or hang-up)": (lambda: litellm_error("APIConnectionError"), True),
+    "APIConnectionError (misreported 500: refused or hang-up)": (
+        lambda: litellm_error("APIConnectionError"),
+        True,
+    ),
     "ContextWindowExceededError (400, a larger model may fit)": (
         lambda: litellm_error("ContextWindowExceededError"),
         True,
