@@ -159,10 +159,7 @@ class RoutedLlm(BaseLlm):
                 except Exception as error:
                     if yielded:
                         raise
-                    next_key = await call.next_key(key, error)
-                    if next_key is None:
-                        raise
-                    key = next_key
+                    key = await call.fail_over(key, error)
         finally:
             call.release()
 
@@ -191,10 +188,7 @@ class RoutedLlm(BaseLlm):
                         connection = await stack.enter_async_context(delegate.connect(llm_request))
                         break
                     except Exception as error:
-                        next_key = await call.next_key(key, error)
-                        if next_key is None:
-                            raise
-                        key = next_key
+                        key = await call.fail_over(key, error)
             finally:
                 call.release()
             yield connection
@@ -223,9 +217,13 @@ def _resolve_models(
     if isinstance(models, Mapping):
         entries = list(models.items())
     else:
-        entries = [
-            (entry if isinstance(entry, str) else getattr(entry, "model", None), entry) for entry in models
-        ]
+        for index, item in enumerate(models):
+            if not isinstance(item, (BaseLlm, str)):
+                raise TypeError(
+                    f"RoutedLlm(models=[...])[{index}] is a {type(item).__name__}; "
+                    "each entry is a BaseLlm instance or a model name string."
+                )
+        entries = [(item if isinstance(item, str) else item.model, item) for item in models]
         names = [name for name, _ in entries]
         twice = next((name for index, name in enumerate(names) if name in names[:index]), None)
         if twice is not None:

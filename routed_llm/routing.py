@@ -124,18 +124,18 @@ class RoutedCall:
         self._llm_request.model = model.model
         return model
 
-    async def next_key(self, key: str, error: Exception) -> str | None:
+    async def fail_over(self, key: str, error: Exception) -> str:
         """Records that ``key`` failed with ``error`` and asks for another key.
 
         On success the request is rolled back to the state the caller passed
         in, ready for the next attempt.
 
         Returns:
-            The next key to try, or None when the router stops (it returned
-            nothing, or a key that already failed in this call). The caller
-            then re-raises ``error``.
+            The next key to try.
 
         Raises:
+            Exception: ``error`` itself, the very object, when the router stops
+                (it returned nothing, or a key that already failed in this call).
             RoutingError: If the router chose a key that is not routed, with
                 ``error`` as its cause.
         """
@@ -148,10 +148,10 @@ class RoutedCall:
         next_key = await self._ask(context)
         if next_key is None:
             logger.debug("Router stopped after %r failed with %s.", key, type(error).__name__)
-            return None
+            raise error
         if next_key in self._errors:
             logger.debug("Router chose %r, which already failed in this call; stopping.", next_key)
-            return None
+            raise error
         self._check_known(next_key, cause=error)
         logger.warning(
             "Model key %r failed with %s; failing over to %r.", key, type(error).__name__, next_key
@@ -188,7 +188,7 @@ class RoutedCall:
         own route is kept under ``"inner"``.
         """
         existing = response.custom_metadata
-        entry = dict(route, failed_keys=list(route["failed_keys"]))
+        entry = dict(route, failed_keys=list(route["failed_keys"]), errors=dict(route["errors"]))
         if existing:
             inner = existing.get(METADATA_KEY)
             if inner is not None:

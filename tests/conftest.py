@@ -27,3 +27,8 @@ async def collect(responses: AsyncIterator[LlmResponse]) -> list[LlmResponse]:
 
 def texts(responses: list[LlmResponse]) -> list[str]:
     return ["".join(part.text or "" for part in r.content.parts or []) for r in responses if r.content]
+
+
+def get_weather(city: str) -> dict[str, str]:
+    """Returns the weather for a city (a tool for agent tests)."""
+    return {"forecast": f"sunny in {city}"}

@@ -17,7 +17,7 @@ from google.genai import Client, errors, types
 
 from routed_llm import RoutedLlm
 from routed_llm.strategies import FallbackStrategy
-from tests.conftest import collect, make_request, texts
+from tests.conftest import collect, get_weather, make_request, texts
 from tests.fake_servers import (
     BREAK,
     STALL,
@@ -229,10 +229,6 @@ async def test_backup_receives_the_same_contents_the_primary_was_sent(server):
 
 
 async def test_agent_with_tool_fails_over_on_every_model_step_while_streaming(server):
-    def get_weather(city: str) -> dict[str, str]:
-        """Returns the weather for a city."""
-        return {"forecast": f"sunny in {city}"}
-
     server.script("gemini-primary", Error(503, "UNAVAILABLE"), Error(503, "UNAVAILABLE"))
     server.script(
         "gemini-backup", FunctionCall("get_weather", {"city": "Paris"}), Chunks("It is ", "sunny in Paris.")

@@ -18,7 +18,7 @@ from google.adk.models.lite_llm import LiteLlm  # noqa: E402
 
 from routed_llm import RoutedLlm, is_transient  # noqa: E402
 from routed_llm.strategies import FallbackStrategy  # noqa: E402
-from tests.conftest import collect, make_request, texts  # noqa: E402
+from tests.conftest import collect, get_weather, make_request, texts  # noqa: E402
 from tests.fake_servers import (  # noqa: E402
     BREAK,
     STALL,
@@ -159,10 +159,6 @@ async def test_each_attempt_sends_its_own_model_name(server):
 
 
 async def test_agent_with_tool_fails_over_on_every_model_step_while_streaming(server):
-    def get_weather(city: str) -> dict[str, str]:
-        """Returns the weather for a city."""
-        return {"forecast": f"sunny in {city}"}
-
     server.script("gpt-primary", Error(503, "overloaded"), Error(503, "overloaded"))
     server.script(
         "gpt-backup", FunctionCall("get_weather", {"city": "Paris"}), Chunks("It is ", "sunny in Paris.")

@@ -21,9 +21,6 @@ from routed_llm.testing import ScriptedLlm, Stream
 from tests.conftest import collect, make_request, texts
 from tests.test_error_policy import PERMANENT, TRANSIENT
 
-TRANSIENT_SAMPLE = {name: TRANSIENT[name] for name in list(TRANSIENT)[::3]}
-PERMANENT_SAMPLE = {name: PERMANENT[name] for name in list(PERMANENT)[::2]}
-
 
 def models(on_device_script=(), cloud_script=()):
     return ScriptedLlm(model="gemma-on-device", script=on_device_script), ScriptedLlm(
@@ -54,7 +51,7 @@ def test_factory_builds_a_routed_llm_with_exactly_the_two_keys():
     assert smart.model == "smart"
 
 
-@pytest.mark.parametrize("error", TRANSIENT_SAMPLE.values(), ids=TRANSIENT_SAMPLE.keys())
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
 async def test_prefer_on_device_falls_back_to_the_cloud_on_a_transient_error(error):
     on_device, cloud = models([error], ["cloud answer"])
     smart = hybrid_model_on_device_cloud(
@@ -67,7 +64,7 @@ async def test_prefer_on_device_falls_back_to_the_cloud_on_a_transient_error(err
     assert responses[0].custom_metadata["routed_llm"]["failed_keys"] == [ON_DEVICE]
 
 
-@pytest.mark.parametrize("error", PERMANENT_SAMPLE.values(), ids=PERMANENT_SAMPLE.keys())
+@pytest.mark.parametrize("error", PERMANENT.values(), ids=PERMANENT.keys())
 async def test_prefer_on_device_propagates_a_permanent_error_without_the_cloud(error):
     on_device, cloud = models([error])
     smart = hybrid_model_on_device_cloud(
@@ -81,7 +78,7 @@ async def test_prefer_on_device_propagates_a_permanent_error_without_the_cloud(e
     assert cloud.calls == []
 
 
-@pytest.mark.parametrize("error", TRANSIENT_SAMPLE.values(), ids=TRANSIENT_SAMPLE.keys())
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
 async def test_prefer_in_cloud_falls_back_on_device_on_a_transient_error(error):
     on_device, cloud = models(["device answer"], [error])
     smart = hybrid_model_on_device_cloud(
@@ -91,7 +88,7 @@ async def test_prefer_in_cloud_falls_back_on_device_on_a_transient_error(error):
     assert texts(await collect(smart.generate_content_async(make_request()))) == ["device answer"]
 
 
-@pytest.mark.parametrize("error", PERMANENT_SAMPLE.values(), ids=PERMANENT_SAMPLE.keys())
+@pytest.mark.parametrize("error", PERMANENT.values(), ids=PERMANENT.keys())
 async def test_prefer_in_cloud_propagates_a_permanent_error_without_the_device(error):
     on_device, cloud = models((), [error])
     smart = hybrid_model_on_device_cloud(
@@ -104,7 +101,7 @@ async def test_prefer_in_cloud_propagates_a_permanent_error_without_the_device(e
     assert on_device.calls == []
 
 
-@pytest.mark.parametrize("error", TRANSIENT_SAMPLE.values(), ids=TRANSIENT_SAMPLE.keys())
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
 async def test_rule_recipe_never_sends_an_opted_out_request_to_the_cloud(error):
     on_device, cloud = models([error], ["must not happen"])
     smart = hybrid_model_on_device_cloud(
@@ -118,7 +115,7 @@ async def test_rule_recipe_never_sends_an_opted_out_request_to_the_cloud(error):
     assert cloud.calls == []
 
 
-@pytest.mark.parametrize("error", TRANSIENT_SAMPLE.values(), ids=TRANSIENT_SAMPLE.keys())
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
 async def test_rule_recipe_online_falls_back_on_device_when_the_cloud_fails_transiently(error):
     on_device, cloud = models(["device answer"], [error])
     smart = hybrid_model_on_device_cloud(
@@ -128,7 +125,7 @@ async def test_rule_recipe_online_falls_back_on_device_when_the_cloud_fails_tran
     assert texts(await collect(smart.generate_content_async(make_request()))) == ["device answer"]
 
 
-@pytest.mark.parametrize("error", PERMANENT_SAMPLE.values(), ids=PERMANENT_SAMPLE.keys())
+@pytest.mark.parametrize("error", PERMANENT.values(), ids=PERMANENT.keys())
 async def test_rule_recipe_propagates_a_permanent_cloud_error(error):
     on_device, cloud = models((), [error])
     smart = hybrid_model_on_device_cloud(

@@ -478,6 +478,7 @@ async def test_error_inside_an_open_connection_is_never_switched():
             "names the model 'x' twice",
         ),
         ({"models": {"a": 42}}, TypeError, "entry for 'a' is a int"),
+        ({"models": [ScriptedLlm(model="x"), 42]}, TypeError, r"\[1\] is a int"),
         ({"models": {"": ScriptedLlm(model="x")}}, TypeError, "non-empty strings"),
         ({"models": "gemini-2.5-flash"}, TypeError, "mapping of key to model"),
         (
