@@ -7,20 +7,31 @@ said anything. Ready-made routers live in :mod:`routed_llm.strategies`.
 
 from __future__ import annotations
 
+from routed_llm.analysis import ArmStats, format_arm_table, tabulate_arms
 from routed_llm.errors import PermanentModelError, RoutingError, TransientModelError, is_transient
+from routed_llm.invocation import (
+    InvocationInfo,
+    RoutingPlugin,
+    capture_invocation,
+    current_invocation,
+    invocation_scope,
+)
+from routed_llm.observability import FailoverEvent, RouteEvent
 from routed_llm.routed import RoutedLlm
-from routed_llm.routing import METADATA_KEY, ErrorContext, LlmRouter
+from routed_llm.routing import METADATA_KEY, ErrorContext, LlmRouter, annotate_route
 from routed_llm.strategies import (
     CLOUD,
     ON_DEVICE,
     PREFER_IN_CLOUD,
     PREFER_ON_DEVICE,
+    ABTestStrategy,
     ConnectivityStrategy,
     FallbackStrategy,
     FirstMatch,
     InputSizeStrategy,
     PreRoutingStrategy,
     RoutingContext,
+    StickyPerInvocation,
     Strategy,
     WithFallback,
     hybrid_model_on_device_cloud,
@@ -32,20 +43,33 @@ __all__ = [
     "ON_DEVICE",
     "PREFER_IN_CLOUD",
     "PREFER_ON_DEVICE",
+    "ABTestStrategy",
+    "ArmStats",
     "ConnectivityStrategy",
     "ErrorContext",
+    "FailoverEvent",
     "FallbackStrategy",
     "FirstMatch",
     "InputSizeStrategy",
+    "InvocationInfo",
     "LlmRouter",
     "PermanentModelError",
     "PreRoutingStrategy",
+    "RouteEvent",
     "RoutedLlm",
     "RoutingContext",
     "RoutingError",
+    "RoutingPlugin",
+    "StickyPerInvocation",
     "Strategy",
     "TransientModelError",
     "WithFallback",
+    "annotate_route",
+    "capture_invocation",
+    "current_invocation",
+    "format_arm_table",
     "hybrid_model_on_device_cloud",
+    "invocation_scope",
     "is_transient",
+    "tabulate_arms",
 ]

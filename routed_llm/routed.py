@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import MappingProxyType
 
@@ -15,7 +16,9 @@ from google.adk.models.registry import LLMRegistry
 from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
-from routed_llm.routing import LlmRouter, RoutedCall
+from routed_llm import observability
+from routed_llm.observability import FailoverHook, RouteHook
+from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings
 
 __all__ = ["RoutedLlm"]
 
@@ -59,19 +62,24 @@ class RoutedLlm(BaseLlm):
             puts it on the request before the call, where tools that check for
             a Gemini model name read it; the delegate's own name replaces it
             for each attempt.
+        on_route: Called, sync or async, with a
+            :class:`~routed_llm.RouteEvent` before every attempt.
+        on_failover: Called, sync or async, with a
+            :class:`~routed_llm.FailoverEvent` after every attempt that fails
+            before output. A hook that raises is logged and ignored.
+        clock: Seconds from a monotonic clock, for the events' ``elapsed``.
 
     Raises:
         ValueError: If ``models`` is empty, names a model twice, or has a
             model name ADK cannot resolve, or if ``router`` declares keys that
             are not in ``models``.
         TypeError: If an entry is neither a ``BaseLlm`` nor a string, a key is
-            not a non-empty string, or ``router`` is not callable.
+            not a non-empty string, or ``router`` or a hook is not callable.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    _models: Mapping[str, BaseLlm] = PrivateAttr()
-    _router: LlmRouter = PrivateAttr()
+    _settings: RouterSettings = PrivateAttr()
 
     def __init__(
         self,
@@ -79,25 +87,36 @@ class RoutedLlm(BaseLlm):
         models: Mapping[str, BaseLlm | str] | Sequence[BaseLlm | str],
         router: LlmRouter,
         model: str | None = None,
+        on_route: RouteHook | None = None,
+        on_failover: FailoverHook | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         resolved = _resolve_models(models)
         _check_router(router, resolved)
         if model is not None and not isinstance(model, str):
             raise TypeError(f"RoutedLlm(model=...) is a display name string, got {type(model).__name__}.")
         display = ", ".join(f"{key}={llm.model}" for key, llm in resolved.items())
+        for name, hook in (("on_route", on_route), ("on_failover", on_failover), ("clock", clock)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"RoutedLlm({name}=...) must be callable; got {type(hook).__name__}.")
         super().__init__(model=model or f"RoutedLlm[{display}]")
-        self._models = MappingProxyType(resolved)
-        self._router = router
+        self._settings = RouterSettings(
+            models=MappingProxyType(resolved),
+            router=router,
+            on_route=on_route,
+            on_failover=on_failover,
+            clock=clock,
+        )
 
     @property
     def models(self) -> Mapping[str, BaseLlm]:
         """The routed models by key (read-only)."""
-        return self._models
+        return self._settings.models
 
     @property
     def router(self) -> LlmRouter:
         """The router that picks a key for each request."""
-        return self._router
+        return self._settings.router
 
     @property
     @override
@@ -108,7 +127,7 @@ class RoutedLlm(BaseLlm):
         request before knowing which, so a capability is reported only when
         all of them have it.
         """
-        reports = [llm.capabilities for llm in self._models.values()]
+        reports = [llm.capabilities for llm in self._settings.models.values()]
         return LlmCapabilities(
             **{
                 name: all(getattr(report, name) for report in reports)
@@ -148,7 +167,9 @@ class RoutedLlm(BaseLlm):
                     responses = delegate.generate_content_async(llm_request, stream)
                     try:
                         async for response in responses:
-                            yielded = True
+                            if not yielded:
+                                yielded = True
+                                observability.record_served(route)
                             yield call.stamp(response, route)
                     finally:
                         # Closes the delegate's stream when the caller stops
@@ -189,6 +210,7 @@ class RoutedLlm(BaseLlm):
                         break
                     except Exception as error:
                         key = await call.fail_over(key, error)
+                observability.record_served(call.route_metadata(key))
             finally:
                 call.release()
             yield connection
@@ -196,12 +218,12 @@ class RoutedLlm(BaseLlm):
     def _new_call(self, llm_request: LlmRequest) -> RoutedCall:
         """Starts the routing state of one call.
 
-        Reads the private attributes straight from pydantic's store: going
-        through ``self._models`` takes pydantic's ``__getattr__`` fallback,
+        Reads the private attribute straight from pydantic's store: going
+        through ``self._settings`` takes pydantic's ``__getattr__`` fallback,
         which costs more than the rest of a call's routing bookkeeping.
         """
         private = self.__pydantic_private__ or {}
-        return RoutedCall(private["_models"], private["_router"], llm_request)
+        return RoutedCall(private["_settings"], llm_request)
 
 
 def _resolve_models(

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeAlias
@@ -20,10 +22,19 @@ from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 
+from routed_llm import observability
 from routed_llm.errors import RoutingError
+from routed_llm.observability import FailoverEvent, FailoverHook, RouteEvent, RouteHook
 from routed_llm.rollback import RequestSnapshot
 
-__all__ = ["METADATA_KEY", "ErrorContext", "LlmRouter", "RoutedCall"]
+__all__ = [
+    "METADATA_KEY",
+    "ErrorContext",
+    "LlmRouter",
+    "RoutedCall",
+    "RouterSettings",
+    "annotate_route",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,28 +76,81 @@ last model error propagates. It may be a plain or an ``async`` function.
 """
 
 
+_RESERVED_NOTES = frozenset({"key", "model", "failed_keys", "errors", "attempts", "inner"})
+_notes: ContextVar[dict[str, Any] | None] = ContextVar("routed_llm_route_notes", default=None)
+
+
+def annotate_route(**values: str | int | float | bool) -> bool:
+    """Adds values to the route record of the call being routed.
+
+    Call it from a router (or a strategy's ``decide``). The values land in
+    every response's ``custom_metadata["routed_llm"]`` and, prefixed
+    ``routed_llm.``, on the model call's OpenTelemetry span. They survive a
+    failover: an A/B test's arm stays recorded when another key serves.
+
+    Args:
+        **values: Names and plain values, e.g. ``arm="pro"``.
+
+    Returns:
+        True if recorded; False when no ``RoutedLlm`` call is routing (a
+        strategy called directly, in a unit test say).
+
+    Raises:
+        ValueError: If a name is one RoutedLlm records itself.
+    """
+    clash = sorted(_RESERVED_NOTES.intersection(values))
+    if clash:
+        raise ValueError(f"annotate_route() cannot set {clash}: RoutedLlm records those itself.")
+    notes = _notes.get()
+    if notes is None:
+        return False
+    notes.update(values)
+    return True
+
+
+def route_notes() -> Mapping[str, Any]:
+    """The annotations made so far in the call being routed (empty outside one)."""
+    return MappingProxyType(_notes.get() or {})
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """What every call of one ``RoutedLlm`` shares.
+
+    Attributes:
+        models: The routed models by key.
+        router: The router that picks among them.
+        on_route: Called with a :class:`~routed_llm.RouteEvent` per attempt.
+        on_failover: Called with a :class:`~routed_llm.FailoverEvent` per
+            failed attempt.
+        clock: Seconds, monotonic; times the events.
+    """
+
+    models: Mapping[str, BaseLlm]
+    router: LlmRouter
+    on_route: RouteHook | None = None
+    on_failover: FailoverHook | None = None
+    clock: Callable[[], float] = time.perf_counter
+
+
 class RoutedCall:
     """The routing state of one model call.
 
     Args:
-        models: The routed models by key.
-        router: The router that picks among them.
+        settings: What the ``RoutedLlm`` routes with.
         llm_request: The caller's request, edited in place as models require.
     """
 
-    __slots__ = ("_errors", "_llm_request", "_models", "_router", "_snapshot")
+    __slots__ = ("_errors", "_llm_request", "_models", "_notes", "_settings", "_snapshot", "_started")
 
-    def __init__(
-        self,
-        models: Mapping[str, BaseLlm],
-        router: LlmRouter,
-        llm_request: LlmRequest,
-    ) -> None:
-        self._models = models
-        self._router = router
+    def __init__(self, settings: RouterSettings, llm_request: LlmRequest) -> None:
+        self._settings = settings
+        self._models = settings.models
         self._llm_request = llm_request
         self._errors: dict[str, BaseException] = {}
+        self._notes: dict[str, Any] = {}
         self._snapshot: RequestSnapshot | None = None
+        self._started = settings.clock()
 
     async def first_key(self) -> str:
         """Asks the router for the first pick and prepares the request for it.
@@ -112,6 +176,7 @@ class RoutedCall:
             # Another key may be tried after this one: keep the caller's
             # request as it is now, to undo this attempt's in-place edits.
             self._snapshot = RequestSnapshot.take(self._llm_request)
+        await self._announce(key)
         return key
 
     def delegate(self, key: str) -> BaseLlm:
@@ -139,6 +204,7 @@ class RoutedCall:
             RoutingError: If the router chose a key that is not routed, with
                 ``error`` as its cause.
         """
+        attempt = len(self._errors) + 1
         self._errors[key] = error
         context = ErrorContext(
             failed_keys=frozenset(self._errors),
@@ -146,18 +212,26 @@ class RoutedCall:
             errors=MappingProxyType(dict(self._errors)),
         )
         next_key = await self._ask(context)
+        if next_key is not None and next_key in self._errors:
+            logger.debug("Router chose %r, which already failed in this call; stopping.", next_key)
+            next_key = None
+        if next_key is not None:
+            self._check_known(next_key, cause=error)
+        observability.record_failure(key, error, next_key)
+        if self._settings.on_failover is not None:
+            await observability.call_hook(
+                self._settings.on_failover,
+                FailoverEvent(key, self._models[key].model, attempt, error, next_key, self._elapsed()),
+            )
         if next_key is None:
             logger.debug("Router stopped after %r failed with %s.", key, type(error).__name__)
             raise error
-        if next_key in self._errors:
-            logger.debug("Router chose %r, which already failed in this call; stopping.", next_key)
-            raise error
-        self._check_known(next_key, cause=error)
         logger.warning(
             "Model key %r failed with %s; failing over to %r.", key, type(error).__name__, next_key
         )
         if self._snapshot is not None:
             self._snapshot.restore()
+        await self._announce(next_key)
         return next_key
 
     def release(self) -> None:
@@ -174,10 +248,12 @@ class RoutedCall:
     def route_metadata(self, key: str) -> dict[str, Any]:
         """The ``custom_metadata`` entry that records how ``key`` came to serve."""
         return {
+            **self._notes,
             "key": key,
             "model": self._models[key].model,
             "failed_keys": list(self._errors),
             "errors": {failed: type(error).__name__ for failed, error in self._errors.items()},
+            "attempts": len(self._errors) + 1,
         }
 
     @staticmethod
@@ -198,13 +274,34 @@ class RoutedCall:
             response.custom_metadata = {METADATA_KEY: entry}
         return response
 
+    async def _announce(self, key: str) -> None:
+        """Counts and reports the attempt about to be made on ``key``."""
+        observability.record_attempt(key)
+        if self._settings.on_route is not None:  # No event is built for nobody: this is the hot path.
+            await observability.call_hook(
+                self._settings.on_route,
+                RouteEvent(
+                    key, self._models[key].model, len(self._errors) + 1, tuple(self._errors), self._elapsed()
+                ),
+            )
+
+    def _elapsed(self) -> float:
+        return self._settings.clock() - self._started
+
     async def _ask(self, context: ErrorContext | None) -> str | None:
-        """Calls the router, awaiting it if it is async, and checks its answer."""
-        choice = self._router(self._models, self._llm_request, context)
-        if type(choice) is str:  # The common case, checked first: this is the hot path.
-            return choice or None
-        if inspect.isawaitable(choice):
-            choice = await choice
+        """Calls the router, awaiting it if it is async, and checks its answer.
+
+        While the router runs, :func:`annotate_route` writes to this call.
+        """
+        token = _notes.set(self._notes)
+        try:
+            choice = self._settings.router(self._models, self._llm_request, context)
+            if type(choice) is str:  # The common case, checked first: this is the hot path.
+                return choice or None
+            if inspect.isawaitable(choice):
+                choice = await choice
+        finally:
+            _notes.reset(token)
         if choice is None or choice == "":
             return None
         if not isinstance(choice, str):

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from google.adk.agents import BaseAgent
+from google.adk.agents.run_config import RunConfig, StreamingMode
+from google.adk.events import Event
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
+from google.adk.plugins.base_plugin import BasePlugin
+from google.adk.runners import InMemoryRunner
 from google.genai import types
 
 
@@ -32,3 +37,39 @@ def texts(responses: list[LlmResponse]) -> list[str]:
 def get_weather(city: str) -> dict[str, str]:
     """Returns the weather for a city (a tool for agent tests)."""
     return {"forecast": f"sunny in {city}"}
+
+
+async def run_agent(
+    agent: BaseAgent,
+    text: str,
+    *,
+    streaming: bool = False,
+    plugins: list[BasePlugin] | None = None,
+    user_id: str = "user",
+    runner: InMemoryRunner | None = None,
+    session_id: str | None = None,
+) -> tuple[list[Event], list[Event]]:
+    """Runs one user turn through ADK's InMemoryRunner.
+
+    Returns:
+        The events the run yielded, and the session's stored events after it.
+    """
+    runner = runner or InMemoryRunner(agent=agent, app_name="test_app", plugins=plugins or [])
+    if session_id is None:
+        session = await runner.session_service.create_session(app_name="test_app", user_id=user_id)
+        session_id = session.id
+    config = RunConfig(streaming_mode=StreamingMode.SSE if streaming else StreamingMode.NONE)
+    events = [
+        event
+        async for event in runner.run_async(
+            user_id=user_id,
+            session_id=session_id,
+            new_message=types.Content(role="user", parts=[types.Part(text=text)]),
+            run_config=config,
+        )
+    ]
+    stored = await runner.session_service.get_session(
+        app_name="test_app", user_id=user_id, session_id=session_id
+    )
+    assert stored is not None
+    return events, stored.events

@@ -4,41 +4,18 @@ from __future__ import annotations
 
 import pytest
 from google.adk.agents import LlmAgent
-from google.adk.agents.run_config import RunConfig, StreamingMode
 from google.adk.events import Event
-from google.adk.runners import InMemoryRunner
 from google.genai import types
 
 from routed_llm import RoutedLlm
 from routed_llm.testing import ScriptedLlm, Stream
+from tests.conftest import run_agent
 
 
 def primary_then_fallback(models, llm_request, error_context):
     if error_context is None:
         return "primary"
     return None if "fallback" in error_context.failed_keys else "fallback"
-
-
-async def run_agent(
-    agent: LlmAgent, text: str, *, streaming: bool = False
-) -> tuple[list[Event], list[Event]]:
-    """Runs one user turn; returns the events yielded and the events stored."""
-    runner = InMemoryRunner(agent=agent, app_name="test_app")
-    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
-    config = RunConfig(streaming_mode=StreamingMode.SSE if streaming else StreamingMode.NONE)
-    events = [
-        event
-        async for event in runner.run_async(
-            user_id="user",
-            session_id=session.id,
-            new_message=types.Content(role="user", parts=[types.Part(text=text)]),
-            run_config=config,
-        )
-    ]
-    stored = await runner.session_service.get_session(
-        app_name="test_app", user_id="user", session_id=session.id
-    )
-    return events, stored.events
 
 
 def final_text(events: list[Event]) -> str:
@@ -124,6 +101,7 @@ async def test_failover_is_visible_in_stored_session_events():
         "model": "model-f",
         "failed_keys": ["primary"],
         "errors": {"primary": "ConnectionError"},
+        "attempts": 2,
     }
 
 

@@ -17,7 +17,7 @@ from google.genai import Client, errors, types
 
 from routed_llm import RoutedLlm
 from routed_llm.strategies import FallbackStrategy
-from tests.conftest import collect, get_weather, make_request, texts
+from tests.conftest import collect, get_weather, make_request, run_agent, texts
 from tests.fake_servers import (
     BREAK,
     STALL,
@@ -32,7 +32,6 @@ from tests.fake_servers import (
     Stall,
     Text,
 )
-from tests.test_adk_end_to_end import run_agent
 
 TRANSPORT = os.environ.get("ROUTED_LLM_GENAI_TRANSPORT", "httpx")
 TIMEOUT_MS = 400

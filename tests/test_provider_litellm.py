@@ -18,7 +18,7 @@ from google.adk.models.lite_llm import LiteLlm  # noqa: E402
 
 from routed_llm import RoutedLlm, is_transient  # noqa: E402
 from routed_llm.strategies import FallbackStrategy  # noqa: E402
-from tests.conftest import collect, get_weather, make_request, texts  # noqa: E402
+from tests.conftest import collect, get_weather, make_request, run_agent, texts  # noqa: E402
 from tests.fake_servers import (  # noqa: E402
     BREAK,
     STALL,
@@ -32,7 +32,6 @@ from tests.fake_servers import (  # noqa: E402
     Stall,
     Text,
 )
-from tests.test_adk_end_to_end import run_agent  # noqa: E402
 
 
 @pytest.fixture

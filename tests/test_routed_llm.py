@@ -343,6 +343,7 @@ async def test_every_response_records_the_serving_key_model_and_failed_keys():
             "model": "model-b",
             "failed_keys": ["primary"],
             "errors": {"primary": "TimeoutError"},
+            "attempts": 2,
         }
     ] * 3
 

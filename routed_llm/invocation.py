@@ -1,0 +1,142 @@
+"""Who is asking: the ADK invocation behind a model call, for routers to read.
+
+In ADK a model receives only the ``LlmRequest``, which says nothing about the
+user or the session. :class:`RoutingPlugin` closes that gap: registered on
+the runner, it captures the invocation before each model call into a context
+variable, where :func:`current_invocation` (and
+:attr:`~routed_llm.strategies.RoutingContext.invocation`) reads it::
+
+    runner = InMemoryRunner(agent=agent, app_name="app", plugins=[RoutingPlugin()])
+
+    def router(models, llm_request, error_context):
+        invocation = current_invocation()
+        if invocation and invocation.state.get("tier") == "premium":
+            return "pro"
+        return "flash"
+
+Context variables are per asyncio task, so concurrent sessions and parallel
+agents on one event loop each see their own invocation. Outside ADK, or
+without the plugin, :func:`current_invocation` returns None. An agent can
+capture without a plugin through its own callback:
+``LlmAgent(..., before_model_callback=capture_invocation)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from google.adk.agents.callback_context import CallbackContext
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+from google.adk.plugins.base_plugin import BasePlugin
+from typing_extensions import override
+
+__all__ = ["InvocationInfo", "RoutingPlugin", "capture_invocation", "current_invocation", "invocation_scope"]
+
+
+@dataclass(frozen=True)
+class InvocationInfo:
+    """The ADK invocation a model call belongs to.
+
+    Attributes:
+        app_name: The app the runner serves.
+        user_id: The user the session belongs to.
+        session_id: The session's id.
+        invocation_id: The invocation's id (one user turn and all its model
+            and tool calls).
+        agent_name: The agent making the model call.
+        state: A read-only view of the session state.
+    """
+
+    app_name: str
+    user_id: str
+    session_id: str
+    invocation_id: str
+    agent_name: str
+    state: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, callback_context: CallbackContext) -> InvocationInfo:
+        """Reads the invocation off an ADK callback context."""
+        session = callback_context.session
+        return cls(
+            app_name=session.app_name,
+            user_id=callback_context.user_id,
+            session_id=session.id,
+            invocation_id=callback_context.invocation_id,
+            agent_name=callback_context.agent_name,
+            state=MappingProxyType(session.state),
+        )
+
+
+_current: ContextVar[InvocationInfo | None] = ContextVar("routed_llm_invocation", default=None)
+
+
+def current_invocation() -> InvocationInfo | None:
+    """The invocation of the model call being routed, or None outside ADK.
+
+    Returns:
+        What :class:`RoutingPlugin` or :func:`capture_invocation` captured
+        for the current task, or None if neither ran.
+    """
+    return _current.get()
+
+
+@contextmanager
+def invocation_scope(info: InvocationInfo | None) -> Iterator[None]:
+    """Sets the invocation routers see, for code that calls models outside ADK.
+
+    Args:
+        info: The invocation to report, e.g. built from your own server's
+            request; None to report none.
+
+    Yields:
+        Nothing; the previous invocation is restored on exit.
+    """
+    token = _current.set(info)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def capture_invocation(callback_context: CallbackContext, llm_request: LlmRequest) -> LlmResponse | None:
+    """An ADK ``before_model_callback`` that captures the invocation.
+
+    Use it on agents run without :class:`RoutingPlugin`:
+    ``LlmAgent(..., before_model_callback=capture_invocation)``.
+
+    Args:
+        callback_context: ADK's context for the model call.
+        llm_request: The request (not read).
+
+    Returns:
+        None, so the model call goes ahead.
+    """
+    _current.set(InvocationInfo.of(callback_context))
+    return None
+
+
+class RoutingPlugin(BasePlugin):
+    """An ADK plugin that tells routers who is asking.
+
+    Register it on the runner (or app): ``plugins=[RoutingPlugin()]``.
+
+    Args:
+        name: The plugin's name, unique among the runner's plugins.
+    """
+
+    def __init__(self, name: str = "routed_llm") -> None:
+        super().__init__(name=name)
+
+    @override
+    async def before_model_callback(
+        self, *, callback_context: CallbackContext, llm_request: LlmRequest
+    ) -> LlmResponse | None:
+        """Captures the invocation before each model call."""
+        return capture_invocation(callback_context, llm_request)
