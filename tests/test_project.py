@@ -46,15 +46,39 @@ def test_demo_fails_over_to_the_local_model_without_an_api_key():
     assert "Traceback" not in result.stderr
 
 
-def test_recipes_example_shows_each_recipes_route():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "recipes" / "hybrid_recipes.py")],
+def run_example(*path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT.joinpath("examples", *path))],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
 
+
+def test_recipes_example_shows_each_recipes_route():
+    result = run_example("recipes", "hybrid_recipes.py")
+
     lines = {line.split("->")[0].strip(): line.split("->")[1].strip() for line in result.stdout.splitlines()}
     assert lines["PREFER_IN_CLOUD                    cloud down"] == "on_device (failed before it: ['cloud'])"
     assert lines["rule, then fall back (opted out)   cloud up"] == "on_device (failed before it: none)"
+
+
+def test_ab_example_tabulates_both_arms_and_shows_a_routed_span():
+    result = run_example("ab_test", "run.py")
+
+    assert "| pro | " in result.stdout
+    assert "| flash | " in result.stdout
+    assert "routed_llm.arm = 'pro'" in result.stdout
+    assert "event routed_llm.attempt_failed" in result.stdout
+    assert result.stderr == ""
+
+
+def test_per_user_example_routes_premium_users_to_pro():
+    result = run_example("per_user", "run.py")
+
+    assert result.stdout.splitlines() == [
+        "ada (premium): a thorough answer [served by 'pro']",
+        "bob (basic): a quick answer [served by 'flash']",
+    ]
+    assert result.stderr == ""
