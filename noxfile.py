@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 PACKAGE = "routed_llm"
@@ -35,6 +35,13 @@ def typecheck(session: nox.Session) -> None:
     """Type-checks the package with mypy --strict."""
     session.install("-e", ".", "mypy")
     session.run("mypy", "--strict", PACKAGE)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Builds the documentation site; any warning fails the build."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session
