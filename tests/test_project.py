@@ -82,3 +82,25 @@ def test_per_user_example_routes_premium_users_to_pro():
         "bob (basic): a quick answer [served by 'flash']",
     ]
     assert result.stderr == ""
+
+
+def test_classifier_router_example_sends_hard_questions_to_the_strong_model():
+    lines = run_example("routers", "classifier_router.py").stdout.splitlines()
+
+    assert lines == [
+        "'What is the capital of Peru?' -> fast",
+        "'Explain why the sky is blue, step by step.' -> strong",
+    ]
+
+
+def test_retry_example_retries_the_primary_before_falling_back():
+    result = run_example("routers", "retry_then_fallback.py")
+
+    assert result.stdout.strip() == "primary answered on retry (key 'primary_retry', after ['primary'])"
+
+
+def test_input_size_example_routes_long_prompts_to_the_large_model():
+    assert run_example("routers", "by_input_size.py").stdout.splitlines() == [
+        "23 chars -> small",
+        "1011 chars -> large",
+    ]
