@@ -8,6 +8,8 @@ nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 PACKAGE = "routed_llm"
+# Build llama.cpp for any CPU of this architecture, not only the build machine's.
+PORTABLE_BUILD = {"CMAKE_ARGS": "-DGGML_NATIVE=OFF"}
 
 
 @nox.session
@@ -18,7 +20,7 @@ def tests(session: nox.Session, transport: str) -> None:
     google-genai uses aiohttp for async calls whenever it is importable and
     httpx otherwise; the provider tests run the real Gemini client on each.
     """
-    session.install("-e", ".[test,litellm]")
+    session.install("-e", ".[test,litellm,ondevice]", env=PORTABLE_BUILD)
     session.run("pytest", *session.posargs, env={"ROUTED_LLM_GENAI_TRANSPORT": transport})
 
 

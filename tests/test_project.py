@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -104,3 +106,24 @@ def test_input_size_example_routes_long_prompts_to_the_large_model():
         "23 chars -> small",
         "1011 chars -> large",
     ]
+
+
+def test_hybrid_demo_answers_on_device_and_says_why_without_an_api_key():
+    pytest.importorskip("llama_cpp", reason="install the 'ondevice' extra (nox does)")
+    env = {k: v for k, v in os.environ.items() if k not in {"GOOGLE_API_KEY", "GEMINI_API_KEY"}}
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "hybrid" / "run.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+
+    assert "Loading the on-device model (SmolLM2-135M-Instruct)... ready in" in result.stdout
+    assert (
+        "[on_device (smollm2-135m-instruct): no GOOGLE_API_KEY: the cloud is out of reach]" in result.stdout
+    )
+    assert "[on_device (smollm2-135m-instruct): private prompt stays on the device]" in result.stdout
+    assert result.stderr == ""
