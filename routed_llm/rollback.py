@@ -126,9 +126,10 @@ class RequestSnapshot:
         """
         models = self._models
         lists = self._lists
+        content_type, part_type, leaf_fields = types.Content, types.Part, _PART_LEAF_FIELDS
         rest: list[Any] = []
         for content in contents:
-            if type(content) is not types.Content:
+            if type(content) is not content_type:
                 rest.append(content)
                 continue
             state = content.__dict__
@@ -139,13 +140,13 @@ class RequestSnapshot:
                 continue
             lists.append((parts, parts.copy()))
             for part in parts:
-                if type(part) is not types.Part:
+                if type(part) is not part_type:
                     rest.append(part)
                     continue
                 part_state = part.__dict__
                 fields_set = part.__pydantic_fields_set__
                 models.append((part, part_state.copy(), set(fields_set)))
-                if not fields_set <= _PART_LEAF_FIELDS:
+                if not fields_set <= leaf_fields:
                     rest += map(part_state.get, fields_set)
         return rest
 
