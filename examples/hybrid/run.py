@@ -25,15 +25,6 @@ QUESTIONS = [
 ]
 
 
-class _DropGenaiCloseNoise(logging.Filter):
-    """Hides one known google-genai bug: a client whose construction failed
-    (no API key) still schedules a close on garbage collection, which fails
-    and is reported as 'Task exception was never retrieved'."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "BaseApiClient.aclose" not in record.getMessage()
-
-
 def why(route: dict[str, object]) -> str:
     errors = route.get("errors") or {}
     if errors:
@@ -47,7 +38,6 @@ def why(route: dict[str, object]) -> str:
 
 
 async def main() -> None:
-    logging.getLogger("asyncio").addFilter(_DropGenaiCloseNoise())
     logging.getLogger("routed_llm").setLevel(logging.ERROR)  # Failovers are explained below instead.
     print(f"cloud: {'GOOGLE_API_KEY set' if cloud_reachable() else 'no GOOGLE_API_KEY'}")
     print("Loading the on-device model (SmolLM2-135M-Instruct)...", end=" ", flush=True)
