@@ -23,7 +23,6 @@ input is over the context window, or the request needs tools or media.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import AsyncGenerator, Iterator
 from importlib import metadata
@@ -172,8 +171,7 @@ class LlamaCppLlm(BaseLlm):
                     yield final
         finally:
             stop.set()  # A consumer that left early stops the generation.
-            with contextlib.suppress(BaseException):
-                await worker
+            await worker  # Never raises: work() hands every error to the loop.
 
     def _locked_load(self) -> None:
         with self._lock:

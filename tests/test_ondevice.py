@@ -124,14 +124,29 @@ async def test_concurrent_calls_on_one_instance_take_turns(device):
     assert [texts(responses) for responses in together] == [alone] * 3
 
 
-async def test_a_consumer_that_stops_early_stops_the_generation(device):
-    stream = device.generate_content_async(request("Write a long story.", max_output_tokens=200), stream=True)
+async def test_a_consumer_that_stops_early_stops_the_generation(device, monkeypatch):
+    import llama_cpp
+
+    pulled = 0
+    chat = llama_cpp.Llama.create_chat_completion
+
+    def counting(self, *args, **kwargs):
+        nonlocal pulled
+        for chunk in chat(self, *args, **kwargs):
+            pulled += 1
+            yield chunk
+
+    monkeypatch.setattr(llama_cpp.Llama, "create_chat_completion", counting)
+    long_story = request("Write a long story.", max_output_tokens=200)
+    [read_to_the_end] = await collect(device.generate_content_async(long_story))
+    assert read_to_the_end.usage_metadata.candidates_token_count == 200  # Left alone, it runs to the limit.
+    pulled = 0
+    stream = device.generate_content_async(long_story, stream=True)
+
     await anext(stream)
     await stream.aclose()
 
-    # The instance is free at once: had generation gone on, this would wait for 200 tokens first.
-    [response] = await collect(device.generate_content_async(request(max_output_tokens=3)))
-    assert response.usage_metadata.candidates_token_count == 3
+    assert pulled < 10  # Stopped after a token or two, not 200.
 
 
 async def test_a_missing_model_file_is_a_clear_transient_error(tmp_path):
