@@ -13,7 +13,7 @@ from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 
-from routed_llm import ErrorContext, RoutedLlm, RoutingError
+from routed_llm import ErrorContext, RoutedLlm, RoutingError, annotate_route
 from routed_llm.testing import ScriptedLlm, Stream
 from tests.conftest import collect, make_request, texts
 
@@ -562,3 +562,32 @@ async def test_logs_one_debug_line_per_decision_and_one_warning_per_failover(cap
     assert "'a'" in records[1][1]
     assert "ConnectionError" in records[1][1]
     assert not any("SECRET PROMPT" in message for _, message in records)
+
+
+async def test_a_routers_annotations_land_in_every_responses_route():
+    def router(models, llm_request, error_context):
+        annotate_route(cohort="beta", version=2)
+        return "a"
+
+    llm = RoutedLlm(models=[ScriptedLlm(model="a", script=[Stream(["x", "y"])])], router=router)
+
+    responses = await collect(llm.generate_content_async(make_request(), stream=True))
+
+    assert [
+        (r.custom_metadata["routed_llm"]["cohort"], r.custom_metadata["routed_llm"]["version"])
+        for r in responses
+    ] == [("beta", 2)] * 3
+
+
+async def test_annotate_route_records_nothing_outside_a_routing_call():
+    llm = RoutedLlm(models=[ScriptedLlm(model="a", script=["x"])], router=lambda *_: "a")
+    before = annotate_route(cohort="beta")
+
+    await collect(llm.generate_content_async(make_request()))
+
+    assert (before, annotate_route(cohort="beta")) == (False, False)
+
+
+def test_annotate_route_rejects_the_names_routed_llm_records_itself():
+    with pytest.raises(ValueError, match=r"\['key'\]"):
+        annotate_route(key="other")
