@@ -8,7 +8,15 @@ said anything. Ready-made routers live in :mod:`routed_llm.strategies`.
 from __future__ import annotations
 
 from routed_llm.analysis import ArmStats, format_arm_table, tabulate_arms
-from routed_llm.errors import PermanentModelError, RoutingError, TransientModelError, is_transient
+from routed_llm.errors import (
+    ErrorClass,
+    PermanentModelError,
+    RoutingError,
+    TransientModelError,
+    classify_error,
+    fall_back_across_providers,
+    is_transient,
+)
 from routed_llm.invocation import (
     InvocationInfo,
     RoutingPlugin,
@@ -17,7 +25,7 @@ from routed_llm.invocation import (
     invocation_scope,
 )
 from routed_llm.observability import FailoverEvent, RouteEvent
-from routed_llm.routed import RoutedLlm
+from routed_llm.routed import RoutedConnection, RoutedLlm
 from routed_llm.routing import METADATA_KEY, ErrorContext, LlmRouter, annotate_route
 from routed_llm.strategies import (
     CLOUD,
@@ -46,6 +54,7 @@ __all__ = [
     "ABTestStrategy",
     "ArmStats",
     "ConnectivityStrategy",
+    "ErrorClass",
     "ErrorContext",
     "FailoverEvent",
     "FallbackStrategy",
@@ -56,6 +65,7 @@ __all__ = [
     "PermanentModelError",
     "PreRoutingStrategy",
     "RouteEvent",
+    "RoutedConnection",
     "RoutedLlm",
     "RoutingContext",
     "RoutingError",
@@ -66,7 +76,9 @@ __all__ = [
     "WithFallback",
     "annotate_route",
     "capture_invocation",
+    "classify_error",
     "current_invocation",
+    "fall_back_across_providers",
     "format_arm_table",
     "hybrid_model_on_device_cloud",
     "invocation_scope",

@@ -1,21 +1,27 @@
 """Exception types and the error policy: which model failures may fall back.
 
-A failure is *permanent* when it would fail the same way on every model (a
-malformed request, a bad key, a model that does not exist) and *transient*
-otherwise (an outage, a timeout, a rate limit, an on-device runtime running
-out of memory). Strategies fall back on transient failures only, so a
-permanent one reaches the caller at once instead of being sent to every model
-in turn.
+:func:`classify_error` puts a failure in one of three classes: *transient*
+(an outage, a timeout, a rate limit, an on-device runtime running out of
+memory), *provider* (this key or provider cannot serve anyone: a bad key, a
+disabled project, a retired model) or *request* (the request itself is at
+fault). The default policy, :func:`is_transient`, falls back on transient
+failures only, as Genkit's does; :func:`fall_back_across_providers` also falls
+back on provider failures, for setups whose keys are different providers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Literal, TypeAlias
 
 __all__ = [
+    "ErrorClass",
     "PermanentModelError",
     "RoutingError",
     "TransientModelError",
+    "classify_error",
+    "fall_back_across_providers",
     "is_transient",
 ]
 
@@ -23,7 +29,7 @@ TRANSIENT_HTTP_CODES = frozenset({408, 429, 500, 502, 503, 504})
 """HTTP codes that say the service could not serve the request right now."""
 
 PERMANENT_HTTP_CODES = frozenset({400, 401, 403, 404, 412})
-"""HTTP codes that say the request itself or its credentials are wrong."""
+"""HTTP codes that say the request itself or its credentials are wrong (provider or request)."""
 
 TRANSIENT_STATUSES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "INTERNAL"})
 """Google API status names that say the service could not serve the request."""
@@ -32,6 +38,35 @@ PERMANENT_STATUSES = frozenset(
     {"INVALID_ARGUMENT", "PERMISSION_DENIED", "UNAUTHENTICATED", "FAILED_PRECONDITION", "NOT_FOUND"}
 )
 """Google API status names that say the request would fail on every model."""
+
+ErrorClass: TypeAlias = Literal["transient", "provider", "request"]
+"""The three classes of model failure; see :func:`classify_error`."""
+
+PROVIDER_HTTP_CODES = frozenset({401, 403, 404, 412})
+"""HTTP codes that say this key or provider cannot serve anyone right now."""
+
+PROVIDER_STATUSES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "FAILED_PRECONDITION", "NOT_FOUND"})
+"""Google API status names that say this key or provider cannot serve anyone."""
+
+PROVIDER_REASONS = frozenset(
+    {"API_KEY_INVALID", "API_KEY_EXPIRED", "SERVICE_DISABLED", "ACCESS_TOKEN_EXPIRED", "BILLING_DISABLED"}
+)
+"""``google.rpc.ErrorInfo`` reasons that blame the key or project, whatever the HTTP code."""
+
+# What a provider says in the message when the key, project or region is at
+# fault, even where the code alone (400) would blame the request.
+_PROVIDER_MESSAGE = re.compile(
+    r"api[ _]key (?:not valid|invalid|expired)|api_key_invalid|location is not supported"
+    r"|billing (?:is )?(?:not enabled|disabled)|has not been used in project|service_disabled",
+    re.IGNORECASE,
+)
+# Gemini's context-window overflow: 400 INVALID_ARGUMENT "The input token
+# count (N) exceeds the maximum number of tokens allowed (M)".
+_OVERFLOW_MESSAGE = re.compile(
+    r"input token count.{0,40}exceeds the maximum|exceeds the maximum number of tokens"
+    r"|context (?:length|window) exceeded|maximum context length",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 class RoutingError(Exception):
@@ -76,18 +111,56 @@ class PermanentModelError(Exception):
     """
 
 
-def is_transient(error: BaseException) -> bool:
-    """Decides whether a model failure may fall back to another model.
+def classify_error(error: BaseException) -> ErrorClass:
+    """Says who is at fault for a model failure, and so where it may go next.
+
+    * ``"transient"``: the service could not serve this request right now
+      (an outage, a timeout, a rate limit, an input too long for this
+      model's window). Another model, or this one later, may succeed.
+    * ``"provider"``: this key or provider cannot serve anyone right now: an
+      invalid or expired API key, a disabled API or project, an unsupported
+      region, a retired model. Another provider (or the on-device model)
+      would answer; the same provider under the same key would not.
+    * ``"request"``: the request itself is at fault (malformed, or refused).
+      It would fail the same way on every model.
 
     The error and then each of its explicit causes (``raise ... from``) are
-    read in turn; the first that says anything decides:
+    read in turn; the first that says anything decides. An exception group
+    (``asyncio.TaskGroup`` raises one) takes the worst class of its leaves:
+    ``"request"`` over ``"provider"`` over ``"transient"``. See
+    ``docs/error-policy.md`` for every shape each SDK raises.
+
+    Args:
+        error: The exception a model raised.
+
+    Returns:
+        The error's class.
+    """
+    for link in _cause_chain(error):
+        if isinstance(link, BaseExceptionGroup):
+            return _worst(classify_error(leaf) for leaf in link.exceptions)
+        verdict = _classify_link(link)
+        if verdict is not None:
+            return verdict
+    return "transient"
+
+
+def is_transient(error: BaseException) -> bool:
+    """The default error policy: whether a failure may fall back to another model.
+
+    Exactly ``classify_error(error) == "transient"``: Genkit's policy, under
+    which a provider-scoped failure (a bad key, say) is permanent, since it
+    "would fail the same way on every branch" when every branch is the same
+    provider. For hybrids and multi-provider setups, pass
+    :func:`fall_back_across_providers` instead.
 
     * :class:`PermanentModelError` is permanent, :class:`TransientModelError`
       transient.
-    * An input too long for the model's context window
-      (``ContextWindowExceededError``, as LiteLLM raises it) is transient
-      although it is sent as HTTP 400: a model with a larger window may
-      well succeed.
+    * An input too long for the model's context window is transient,
+      although it is sent as HTTP 400: a model with a larger window may well
+      succeed. Recognised as LiteLLM's ``ContextWindowExceededError`` and by
+      Gemini's message ("The input token count (N) exceeds the maximum
+      number of tokens allowed (M)").
     * A Google API status name (``APIError.status`` in google-genai):
       ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``RESOURCE_EXHAUSTED`` and
       ``INTERNAL`` are transient; ``INVALID_ARGUMENT``, ``PERMISSION_DENIED``,
@@ -96,6 +169,7 @@ def is_transient(error: BaseException) -> bool:
       (LiteLLM, OpenAI, Anthropic), ``status`` (aiohttp) or
       ``response.status_code`` (httpx): 408, 429, 500, 502, 503 and 504 are
       transient; 400, 401, 403, 404 and 412 permanent.
+    * An exception group is transient only if every leaf in it is.
 
     Anything else counts as transient: network and transport errors,
     timeouts, ``MemoryError``, and whatever an on-device runtime raises of its
@@ -110,20 +184,108 @@ def is_transient(error: BaseException) -> bool:
         True if another model may be tried, False if the error should reach
         the caller at once.
     """
-    for link in _cause_chain(error):
-        if isinstance(link, PermanentModelError):
-            return False
-        if isinstance(link, TransientModelError) or _overflows_context(link):
-            return True
-        verdict = _status_verdict(link)
-        if verdict is not None:
-            return verdict
-    return True
+    return classify_error(error) == "transient"
 
 
-def _overflows_context(error: BaseException) -> bool:
-    """Whether ``error`` is a context-window overflow, by its class name."""
-    return any(cls.__name__ == "ContextWindowExceededError" for cls in type(error).__mro__)
+def fall_back_across_providers(error: BaseException) -> bool:
+    """An error policy that falls back on transient and provider failures.
+
+    Pass it as any strategy's ``is_transient=`` when the keys are different
+    providers, or a cloud model and an on-device one: a stale cloud key then
+    lands on the device instead of failing the call::
+
+        FallbackStrategy(PREFER_IN_CLOUD, is_transient=fall_back_across_providers)
+
+    Only a failure of the request itself (``classify_error`` says
+    ``"request"``) reaches the caller at once.
+
+    Args:
+        error: The exception a model raised.
+
+    Returns:
+        True unless the request itself is at fault.
+    """
+    return classify_error(error) != "request"
+
+
+_RANK: dict[ErrorClass, int] = {"transient": 0, "provider": 1, "request": 2}
+
+
+def _worst(classes: Iterable[ErrorClass]) -> ErrorClass:
+    return max(classes, key=_RANK.__getitem__, default="transient")
+
+
+def _classify_link(error: BaseException) -> ErrorClass | None:
+    """Classifies one link of a cause chain; None when it says nothing."""
+    if isinstance(error, PermanentModelError):
+        return "request"
+    if isinstance(error, TransientModelError):
+        return "transient"
+    if any(cls.__name__ == "ContextWindowExceededError" for cls in type(error).__mro__):
+        return "transient"
+    base = _status_class(error)
+    if base is None or base == "transient":
+        return base
+    # A 4xx: read what the provider said, which can blame the key or the
+    # region, or the input's length, where the code alone blames the request.
+    text = _error_text(error)
+    if _OVERFLOW_MESSAGE.search(text):
+        return "transient"
+    if _PROVIDER_MESSAGE.search(text) or not PROVIDER_REASONS.isdisjoint(_reasons(error)):
+        return "provider"
+    return base
+
+
+def _status_class(error: BaseException) -> ErrorClass | None:
+    """Classifies the status name or HTTP code ``error`` carries.
+
+    A status name this policy knows outranks the HTTP code.
+
+    Returns:
+        The class, or None when the error carries neither or one this policy
+        does not name.
+    """
+    status = getattr(error, "status", None)
+    name = getattr(status, "name", status)  # gRPC and enum statuses carry a name.
+    if isinstance(name, str):
+        name = name.upper()
+        if name in TRANSIENT_STATUSES:
+            return "transient"
+        if name in PROVIDER_STATUSES:
+            return "provider"
+        if name in PERMANENT_STATUSES:
+            return "request"
+    code = _http_code(error)
+    if code in TRANSIENT_HTTP_CODES:
+        return "transient"
+    if code in PROVIDER_HTTP_CODES:
+        return "provider"
+    if code in PERMANENT_HTTP_CODES:
+        return "request"
+    return None
+
+
+def _error_text(error: BaseException) -> str:
+    """The error's message and any message field it carries, for pattern checks."""
+    message = getattr(error, "message", None)
+    try:
+        text = str(error)
+    except Exception:  # A policy must never raise: some SDKs' __str__ reads fields that may be unset.
+        text = ""
+    return f"{message}\n{text}" if isinstance(message, str) and message not in text else text
+
+
+def _reasons(error: BaseException) -> set[str]:
+    """The ``google.rpc.ErrorInfo`` reasons in a google-genai error's details."""
+    details = getattr(error, "details", None)
+    if isinstance(details, dict):
+        body = details.get("error", details)
+        details = body.get("details") if isinstance(body, dict) else None
+    if not isinstance(details, list):
+        return set()
+    return {
+        item["reason"] for item in details if isinstance(item, dict) and isinstance(item.get("reason"), str)
+    }
 
 
 def _cause_chain(error: BaseException) -> Iterator[BaseException]:
@@ -134,28 +296,6 @@ def _cause_chain(error: BaseException) -> Iterator[BaseException]:
         seen.add(id(link))
         yield link
         link = link.__cause__
-
-
-def _status_verdict(error: BaseException) -> bool | None:
-    """Reads a status name or HTTP code off ``error`` and classifies it.
-
-    Returns:
-        True for a transient status, False for a permanent one, None when the
-        error carries neither or one this policy does not name.
-    """
-    status = getattr(error, "status", None)
-    name = getattr(status, "name", status)  # gRPC and enum statuses carry a name.
-    if isinstance(name, str):
-        if name.upper() in TRANSIENT_STATUSES:
-            return True
-        if name.upper() in PERMANENT_STATUSES:
-            return False
-    code = _http_code(error)
-    if code in TRANSIENT_HTTP_CODES:
-        return True
-    if code in PERMANENT_HTTP_CODES:
-        return False
-    return None
 
 
 def _http_code(error: BaseException) -> int | None:

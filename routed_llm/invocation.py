@@ -6,7 +6,7 @@ the runner, it captures the invocation before each model call into a context
 variable, where :func:`current_invocation` (and
 :attr:`~routed_llm.strategies.RoutingContext.invocation`) reads it::
 
-    runner = InMemoryRunner(agent=agent, app_name="app", plugins=[RoutingPlugin()])
+    runner = InMemoryRunner(app=App(name="app", root_agent=agent, plugins=[RoutingPlugin()]))
 
     def router(models, llm_request, error_context):
         invocation = current_invocation()

@@ -23,7 +23,7 @@ from typing import Any, TypeAlias
 
 from opentelemetry import metrics, trace
 
-from routed_llm.errors import is_transient
+from routed_llm.errors import classify_error
 
 __all__ = ["FailoverEvent", "FailoverHook", "RouteEvent", "RouteHook"]
 
@@ -106,7 +106,7 @@ def record_attempt(key: str) -> None:
     _requests.add(1, {"routed_llm.key": key})
 
 
-def record_failure(key: str, error: BaseException, next_key: str | None) -> None:
+def record_failure(key: str, error: BaseException) -> None:
     """Counts a failed attempt and adds it as an event to the current span."""
     error_type = type(error).__name__
     _failures.add(
@@ -114,14 +114,17 @@ def record_failure(key: str, error: BaseException, next_key: str | None) -> None
         {
             "routed_llm.key": key,
             "error.type": error_type,
-            "routed_llm.error_class": "transient" if is_transient(error) else "permanent",
+            "routed_llm.error_class": classify_error(error),
         },
     )
-    if next_key is not None:
-        _fallbacks.add(1, {"routed_llm.from_key": key, "routed_llm.to_key": next_key})
     span = trace.get_current_span()
     if span.is_recording():
         span.add_event("routed_llm.attempt_failed", {"routed_llm.key": key, "error.type": error_type})
+
+
+def record_fallback(from_key: str, to_key: str) -> None:
+    """Counts a fallback from one key to another."""
+    _fallbacks.add(1, {"routed_llm.from_key": from_key, "routed_llm.to_key": to_key})
 
 
 def record_served(route: Mapping[str, Any]) -> None:

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import MappingProxyType
+from typing import Any
 
 from google.adk.models._capabilities import LlmCapabilities
 from google.adk.models.base_llm import BaseLlm
@@ -13,6 +14,7 @@ from google.adk.models.base_llm_connection import BaseLlmConnection
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.adk.models.registry import LLMRegistry
+from google.genai import types
 from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
@@ -20,7 +22,7 @@ from routed_llm import observability
 from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings
 
-__all__ = ["RoutedLlm"]
+__all__ = ["RoutedConnection", "RoutedLlm"]
 
 
 class RoutedLlm(BaseLlm):
@@ -148,11 +150,14 @@ class RoutedLlm(BaseLlm):
             stream: Passed through to the delegate.
 
         Yields:
-            The delegate's responses as they arrive, each with
-            ``custom_metadata["routed_llm"]`` naming the serving key.
+            The delegate's responses as they arrive, each a copy with
+            ``custom_metadata["routed_llm"]`` naming the serving key (the
+            delegate's own objects are never changed).
 
         Raises:
             RoutingError: If the router picks no key or an unknown one.
+            asyncio.CancelledError: If the call is cancelled (a model that
+                reports the cancellation as another error is not failed over).
             Exception: The last model error, unchanged, when the router stops
                 failing over; any error after a response was yielded.
         """
@@ -169,6 +174,7 @@ class RoutedLlm(BaseLlm):
                         async for response in responses:
                             if not yielded:
                                 yielded = True
+                                call.served()
                                 observability.record_served(route)
                             yield call.stamp(response, route)
                     finally:
@@ -197,7 +203,8 @@ class RoutedLlm(BaseLlm):
             llm_request: The request to open the connection with.
 
         Yields:
-            The open connection of the chosen model.
+            The open connection of the chosen model, wrapped so that every
+            response it receives carries ``custom_metadata["routed_llm"]``.
         """
         call = self._new_call(llm_request)
         async with AsyncExitStack() as stack:
@@ -210,10 +217,12 @@ class RoutedLlm(BaseLlm):
                         break
                     except Exception as error:
                         key = await call.fail_over(key, error)
-                observability.record_served(call.route_metadata(key))
+                call.served()
+                route = call.route_metadata(key)
+                observability.record_served(route)
             finally:
                 call.release()
-            yield connection
+            yield RoutedConnection(connection, route)
 
     def _new_call(self, llm_request: LlmRequest) -> RoutedCall:
         """Starts the routing state of one call.
@@ -293,3 +302,59 @@ def _check_router(router: object, models: Mapping[str, BaseLlm]) -> None:
                 f"The router can choose the keys {unknown}, which are not in models "
                 f"({', '.join(repr(key) for key in models)}). Add those models or change the router."
             )
+
+
+class RoutedConnection(BaseLlmConnection):
+    """A live connection of the model the router picked, recording the route.
+
+    Sends go straight to the model's connection; every response received is
+    a copy stamped with ``custom_metadata["routed_llm"]``, as
+    :meth:`RoutedLlm.generate_content_async` stamps its responses.
+
+    Args:
+        connection: The chosen model's open connection.
+        route: The route record for its responses.
+    """
+
+    def __init__(self, connection: BaseLlmConnection, route: dict[str, Any]) -> None:
+        self._connection = connection
+        self._route = route
+
+    @property
+    def connection(self) -> BaseLlmConnection:
+        """The chosen model's own connection."""
+        return self._connection
+
+    @override
+    async def send_history(self, history: list[types.Content]) -> None:
+        """Sends the conversation history to the model."""
+        await self._connection.send_history(history)
+
+    @override
+    async def send_content(self, content: types.Content) -> None:
+        """Sends a user content to the model."""
+        await self._connection.send_content(content)
+
+    async def _send_content(self, content: types.Content, *, partial: bool = False) -> None:
+        """Sends content, passing ADK's partial-turn flag on to the model's connection."""
+        await self._connection._send_content(content, partial=partial)
+
+    @override
+    async def send_realtime(self, blob: types.Blob) -> None:
+        """Sends a chunk of audio or a frame of video to the model."""
+        await self._connection.send_realtime(blob)
+
+    @override
+    async def receive(self) -> AsyncGenerator[LlmResponse, None]:
+        """Yields the model's responses, each stamped with the route."""
+        responses = self._connection.receive()
+        try:
+            async for response in responses:
+                yield RoutedCall.stamp(response, self._route)
+        finally:
+            await responses.aclose()
+
+    @override
+    async def close(self) -> None:
+        """Closes the model's connection."""
+        await self._connection.close()

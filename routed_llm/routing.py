@@ -9,6 +9,7 @@ instance serves any number of concurrent calls.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -73,6 +74,11 @@ pick or an :class:`ErrorContext` after a failure. It returns a key, or
 ``None`` (or ``""``) to choose nothing: on the first pick that is a
 :class:`~routed_llm.RoutingError`, after a failure it stops the call and the
 last model error propagates. It may be a plain or an ``async`` function.
+
+Every time the router is asked, the request is the caller's, rolled back to
+the state the caller passed in. Whatever the router edits then (a redaction,
+say) belongs to the attempt it picks: that model receives the edited request,
+and the edits are undone before the router is asked again.
 """
 
 
@@ -141,7 +147,16 @@ class RoutedCall:
         llm_request: The caller's request, edited in place as models require.
     """
 
-    __slots__ = ("_errors", "_llm_request", "_models", "_notes", "_settings", "_snapshot", "_started")
+    __slots__ = (
+        "_errors",
+        "_llm_request",
+        "_models",
+        "_notes",
+        "_served",
+        "_settings",
+        "_snapshot",
+        "_started",
+    )
 
     def __init__(self, settings: RouterSettings, llm_request: LlmRequest) -> None:
         self._settings = settings
@@ -150,10 +165,15 @@ class RoutedCall:
         self._errors: dict[str, BaseException] = {}
         self._notes: dict[str, Any] = {}
         self._snapshot: RequestSnapshot | None = None
+        self._served = False
         self._started = settings.clock()
 
     async def first_key(self) -> str:
         """Asks the router for the first pick and prepares the request for it.
+
+        The request is recorded before the router sees it, so whatever the
+        router edits (a redaction, say) belongs to the attempt it picks and
+        is undone before the router is asked again.
 
         Returns:
             The chosen key.
@@ -162,6 +182,11 @@ class RoutedCall:
             RoutingError: If the router chose nothing, or a key that is not
                 routed.
         """
+        if len(self._models) > 1:
+            # Another key may be tried after this one: keep the caller's
+            # request as it is now, to undo the edits of this attempt and of
+            # the router that picked it.
+            self._snapshot = RequestSnapshot.take(self._llm_request)
         key = await self._ask(None)
         if key is None:
             raise RoutingError(
@@ -172,10 +197,6 @@ class RoutedCall:
             )
         self._check_known(key, cause=None)
         logger.debug("Router chose %r for the first attempt.", key)
-        if len(self._models) > 1:
-            # Another key may be tried after this one: keep the caller's
-            # request as it is now, to undo this attempt's in-place edits.
-            self._snapshot = RequestSnapshot.take(self._llm_request)
         await self._announce(key)
         return key
 
@@ -192,56 +213,74 @@ class RoutedCall:
     async def fail_over(self, key: str, error: Exception) -> str:
         """Records that ``key`` failed with ``error`` and asks for another key.
 
-        On success the request is rolled back to the state the caller passed
-        in, ready for the next attempt.
+        The request is rolled back to the state the caller passed in before
+        the router is asked, and the failure is counted and put on the span
+        first, so a router that raises still leaves the outage on record.
 
         Returns:
             The next key to try.
 
         Raises:
+            asyncio.CancelledError: If the call's own task is being cancelled,
+                chained to ``error``: the call ends rather than fails over,
+                even when a model reported the cancellation as an ordinary
+                error (so ``asyncio.timeout`` still raises ``TimeoutError``).
             Exception: ``error`` itself, the very object, when the router stops
                 (it returned nothing, or a key that already failed in this call).
             RoutingError: If the router chose a key that is not routed, with
                 ``error`` as its cause.
         """
+        self._roll_back()
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError(f"The call was cancelled while model key {key!r} ran.") from error
         attempt = len(self._errors) + 1
         self._errors[key] = error
+        observability.record_failure(key, error)
         context = ErrorContext(
             failed_keys=frozenset(self._errors),
             last_error=error,
             errors=MappingProxyType(dict(self._errors)),
         )
-        next_key = await self._ask(context)
-        if next_key is not None and next_key in self._errors:
-            logger.debug("Router chose %r, which already failed in this call; stopping.", next_key)
-            next_key = None
-        if next_key is not None:
-            self._check_known(next_key, cause=error)
-        observability.record_failure(key, error, next_key)
-        if self._settings.on_failover is not None:
-            await observability.call_hook(
-                self._settings.on_failover,
-                FailoverEvent(key, self._models[key].model, attempt, error, next_key, self._elapsed()),
-            )
+        try:
+            next_key = await self._ask(context)
+            if next_key is not None and next_key in self._errors:
+                logger.debug("Router chose %r, which already failed in this call; stopping.", next_key)
+                next_key = None
+            if next_key is not None:
+                self._check_known(next_key, cause=error)
+        except Exception:
+            await self._report_failover(key, attempt, error, None)
+            raise
+        await self._report_failover(key, attempt, error, next_key)
         if next_key is None:
             logger.debug("Router stopped after %r failed with %s.", key, type(error).__name__)
             raise error
         logger.warning(
             "Model key %r failed with %s; failing over to %r.", key, type(error).__name__, next_key
         )
-        if self._snapshot is not None:
-            self._snapshot.restore()
         await self._announce(next_key)
         return next_key
 
-    def release(self) -> None:
-        """Drops the call's snapshot and errors once the call is over.
+    def served(self) -> None:
+        """Marks the call as answered: the request now belongs to the serving model."""
+        self._served = True
 
-        A failed model's exception holds a traceback, the traceback holds the
-        frame that ran this call, and this call holds the exception: a cycle
-        that only the garbage collector can free, taking the snapshot with
-        it. Releasing breaks the cycle so all of it is freed at once.
+    def release(self) -> None:
+        """Ends the call: rolls back an unanswered request, then drops the call's state.
+
+        A call that ends before any output (every model failed, the router
+        stopped, or the call was cancelled) leaves the caller's request as
+        the caller passed it in.
+
+        Dropping matters too: a failed model's exception holds a traceback,
+        the traceback holds the frame that ran this call, and this call holds
+        the exception: a cycle that only the garbage collector can free,
+        taking the snapshot with it. Releasing breaks the cycle so all of it
+        is freed at once.
         """
+        if not self._served:
+            self._roll_back()
         self._snapshot = None
         self._errors = {}
 
@@ -258,10 +297,14 @@ class RoutedCall:
 
     @staticmethod
     def stamp(response: LlmResponse, route: dict[str, Any]) -> LlmResponse:
-        """Records ``route`` in ``response.custom_metadata`` and returns it.
+        """Returns a copy of ``response`` that records ``route`` in its ``custom_metadata``.
 
-        Metadata the delegate set is kept. If the delegate is itself routed, its
-        own route is kept under ``"inner"``.
+        The delegate's own object is never changed: a delegate may yield one
+        object twice, or hand the same cached object to several callers.
+        The copy is shallow (content and parts are shared, as ADK shares
+        them between an event and the session). Metadata the delegate set is
+        kept; if the delegate is itself routed, its own route is kept under
+        ``"inner"``.
         """
         existing = response.custom_metadata
         entry = dict(route, failed_keys=list(route["failed_keys"]), errors=dict(route["errors"]))
@@ -269,10 +312,25 @@ class RoutedCall:
             inner = existing.get(METADATA_KEY)
             if inner is not None:
                 entry["inner"] = inner
-            response.custom_metadata = {**existing, METADATA_KEY: entry}
+            metadata = {**existing, METADATA_KEY: entry}
         else:
-            response.custom_metadata = {METADATA_KEY: entry}
-        return response
+            metadata = {METADATA_KEY: entry}
+        return _copy_with_metadata(response, metadata)
+
+    def _roll_back(self) -> None:
+        """Returns the request to the state the caller passed it in."""
+        if self._snapshot is not None:
+            self._snapshot.restore()
+
+    async def _report_failover(self, key: str, attempt: int, error: Exception, next_key: str | None) -> None:
+        """Counts the fallback, if any, and calls the ``on_failover`` hook."""
+        if next_key is not None:
+            observability.record_fallback(key, next_key)
+        if self._settings.on_failover is not None:
+            await observability.call_hook(
+                self._settings.on_failover,
+                FailoverEvent(key, self._models[key].model, attempt, error, next_key, self._elapsed()),
+            )
 
     async def _announce(self, key: str) -> None:
         """Counts and reports the attempt about to be made on ``key``."""
@@ -325,3 +383,22 @@ class RoutedCall:
 
     def _key_list(self) -> str:
         return ", ".join(repr(key) for key in self._models)
+
+
+def _copy_with_metadata(response: LlmResponse, metadata: dict[str, Any]) -> LlmResponse:
+    """A shallow copy of ``response`` with ``custom_metadata`` replaced.
+
+    What ``response.model_copy(update=...)`` does, at about half the cost:
+    this runs once per streamed chunk.
+    """
+    copy = object.__new__(type(response))
+    state = response.__dict__.copy()
+    state["custom_metadata"] = metadata
+    fields_set = set(response.__pydantic_fields_set__)
+    fields_set.add("custom_metadata")
+    extra, private = response.__pydantic_extra__, response.__pydantic_private__
+    object.__setattr__(copy, "__dict__", state)
+    object.__setattr__(copy, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(copy, "__pydantic_extra__", None if extra is None else dict(extra))
+    object.__setattr__(copy, "__pydantic_private__", None if private is None else dict(private))
+    return copy

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from google.adk.agents import BaseAgent
 from google.adk.agents.run_config import RunConfig, StreamingMode
+from google.adk.apps import App
 from google.adk.events import Event
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
@@ -39,6 +40,11 @@ def get_weather(city: str) -> dict[str, str]:
     return {"forecast": f"sunny in {city}"}
 
 
+def make_runner(agent: BaseAgent, *, plugins: list[BasePlugin] | None = None) -> InMemoryRunner:
+    """An in-memory runner for ``agent``, with plugins given through an ``App`` as ADK asks."""
+    return InMemoryRunner(app=App(name="test_app", root_agent=agent, plugins=plugins or []))
+
+
 async def run_agent(
     agent: BaseAgent,
     text: str,
@@ -54,7 +60,7 @@ async def run_agent(
     Returns:
         The events the run yielded, and the session's stored events after it.
     """
-    runner = runner or InMemoryRunner(agent=agent, app_name="test_app", plugins=plugins or [])
+    runner = runner or make_runner(agent, plugins=plugins)
     if session_id is None:
         session = await runner.session_service.create_session(app_name="test_app", user_id=user_id)
         session_id = session.id

@@ -45,6 +45,7 @@ class Error:
     code: int
     status: str = ""
     message: str = "scripted error"
+    reason: str = ""  # A google.rpc.ErrorInfo reason, e.g. API_KEY_INVALID.
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,16 @@ class FakeGemini(FakeServer):
         return events, reply.then
 
     def error_body(self, error: Error) -> dict[str, Any]:
-        return {"error": {"code": error.code, "message": error.message, "status": error.status}}
+        body: dict[str, Any] = {"code": error.code, "message": error.message, "status": error.status}
+        if error.reason:
+            body["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": error.reason,
+                    "domain": "googleapis.com",
+                }
+            ]
+        return {"error": body}
 
     @staticmethod
     def _part(reply: Any) -> dict[str, Any]:

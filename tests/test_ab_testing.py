@@ -6,12 +6,11 @@ from collections import Counter
 
 import pytest
 from google.adk.agents import LlmAgent
-from google.adk.runners import InMemoryRunner
 
 from routed_llm import RoutedLlm, RoutingPlugin, format_arm_table, tabulate_arms
 from routed_llm.strategies import ABTestStrategy, RoutingContext, WithFallback
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import run_agent
+from tests.conftest import make_runner, run_agent
 
 USERS = [f"user-{index}" for index in range(10_000)]
 
@@ -98,7 +97,7 @@ async def test_sessions_as_the_unit_split_one_users_sessions():
     agent = LlmAgent(
         name="assistant", model=RoutedLlm(models=[answering("flash"), answering("pro")], router=strategy)
     )
-    runner = InMemoryRunner(agent=agent, app_name="test_app", plugins=[RoutingPlugin()])
+    runner = make_runner(agent, plugins=[RoutingPlugin()])
     arms = set()
 
     for _ in range(40):
@@ -116,7 +115,7 @@ async def test_a_custom_unit_function_picks_the_unit():
     agent = LlmAgent(
         name="assistant", model=RoutedLlm(models=[answering("flash"), answering("pro")], router=strategy)
     )
-    runner = InMemoryRunner(agent=agent, app_name="test_app", plugins=[RoutingPlugin()])
+    runner = make_runner(agent, plugins=[RoutingPlugin()])
     session = await runner.session_service.create_session(
         app_name="test_app", user_id="u", state={"team": "blue"}
     )
@@ -149,7 +148,7 @@ async def test_analysis_tabulates_answers_failovers_and_tokens_per_arm():
         models=[answering("flash"), pro], router=WithFallback(experiment(), fallback_order=["flash"])
     )
     agent = LlmAgent(name="assistant", model=llm)
-    runner = InMemoryRunner(agent=agent, app_name="test_app", plugins=[RoutingPlugin()])
+    runner = make_runner(agent, plugins=[RoutingPlugin()])
     events = []
     for user in (flash_user, pro_user, pro_user):
         _, stored = await run_agent(agent, "hi", runner=runner, user_id=user)

@@ -7,11 +7,25 @@ import httpx
 import pytest
 from google.genai import errors
 
-from routed_llm import PermanentModelError, TransientModelError, is_transient
+from routed_llm import (
+    PermanentModelError,
+    TransientModelError,
+    classify_error,
+    fall_back_across_providers,
+    is_transient,
+)
 
 
-def genai_error(code: int, status: str) -> errors.APIError:
-    body = {"error": {"code": code, "message": "scripted", "status": status}}
+def genai_error(code: int, status: str, message: str = "scripted", reason: str = "") -> errors.APIError:
+    body: dict = {"error": {"code": code, "message": message, "status": status}}
+    if reason:
+        body["error"]["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "googleapis.com",
+            }
+        ]
     return errors.ServerError(code, body) if code >= 500 else errors.ClientError(code, body)
 
 
@@ -102,3 +116,114 @@ def test_a_cycle_of_causes_ends():
     first.__cause__, second.__cause__ = second, first
 
     assert is_transient(first) is True
+
+
+GEMINI_OVERFLOW = genai_error(
+    400,
+    "INVALID_ARGUMENT",
+    "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+)
+
+
+def test_gemini_context_window_overflow_is_transient():
+    assert is_transient(GEMINI_OVERFLOW) is True
+
+
+def test_other_invalid_arguments_stay_permanent():
+    assert is_transient(genai_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")) is False
+
+
+PROVIDER = {
+    "genai 400 API_KEY_INVALID": genai_error(
+        400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"
+    ),
+    "genai 400 expired key, by reason only": genai_error(
+        400, "INVALID_ARGUMENT", "API key expired. Please renew the API key.", reason="API_KEY_INVALID"
+    ),
+    "genai 401 UNAUTHENTICATED": genai_error(401, "UNAUTHENTICATED"),
+    "genai 403 disabled API": genai_error(
+        403,
+        "PERMISSION_DENIED",
+        "Generative Language API has not been used in project 1 before or it is disabled.",
+        reason="SERVICE_DISABLED",
+    ),
+    "genai 400 unsupported user location": genai_error(
+        400, "FAILED_PRECONDITION", "User location is not supported for the API use."
+    ),
+    "genai 404 retired model": genai_error(404, "NOT_FOUND", "models/gemini-1.0-pro is not found."),
+    "httpx status 401": httpx_status_error(401),
+    "httpx status 403": httpx_status_error(403),
+    "aiohttp status 401": aiohttp_status_error(401),
+    "aiohttp status 404": aiohttp_status_error(404),
+    "status_code 401": StatusCodeError(401),
+    "status_code 403": StatusCodeError(403),
+    "wrapper over a stale key": chained(RuntimeError("wrapped"), genai_error(401, "UNAUTHENTICATED")),
+}
+REQUEST = {
+    "genai 400 INVALID_ARGUMENT": genai_error(400, "INVALID_ARGUMENT", "Invalid value at 'contents'."),
+    "httpx status 400": httpx_status_error(400),
+    "aiohttp status 400": aiohttp_status_error(400),
+    "status_code 400": StatusCodeError(400),
+    "PermanentModelError": PermanentModelError("explicitly permanent"),
+}
+
+
+@pytest.mark.parametrize("error", PROVIDER.values(), ids=PROVIDER.keys())
+def test_provider_scoped_failures_are_classed_provider(error):
+    assert classify_error(error) == "provider"
+
+
+@pytest.mark.parametrize("error", REQUEST.values(), ids=REQUEST.keys())
+def test_failures_of_the_request_itself_are_classed_request(error):
+    assert classify_error(error) == "request"
+
+
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
+def test_transient_failures_are_classed_transient(error):
+    assert classify_error(error) == "transient"
+
+
+@pytest.mark.parametrize("error", PROVIDER.values(), ids=PROVIDER.keys())
+def test_default_policy_keeps_provider_failures_permanent(error):
+    assert is_transient(error) is False
+
+
+@pytest.mark.parametrize("error", PROVIDER.values(), ids=PROVIDER.keys())
+def test_fall_back_across_providers_falls_back_on_provider_failures(error):
+    assert fall_back_across_providers(error) is True
+
+
+@pytest.mark.parametrize("error", REQUEST.values(), ids=REQUEST.keys())
+def test_fall_back_across_providers_propagates_failures_of_the_request(error):
+    assert fall_back_across_providers(error) is False
+
+
+def test_group_of_permanent_leaves_is_permanent():
+    group = ExceptionGroup("task group", [genai_error(401, "UNAUTHENTICATED")])
+
+    assert is_transient(group) is False
+
+
+def test_group_holding_one_permanent_leaf_among_transient_ones_is_permanent():
+    group = ExceptionGroup("task group", [ConnectionError("down"), PermanentModelError("bad request")])
+
+    assert is_transient(group) is False
+
+
+def test_group_of_transient_leaves_is_transient():
+    group = ExceptionGroup("task group", [ConnectionError("down"), genai_error(503, "UNAVAILABLE")])
+
+    assert is_transient(group) is True
+
+
+def test_nested_group_takes_the_worst_class_of_its_leaves():
+    inner = ExceptionGroup("inner", [genai_error(403, "PERMISSION_DENIED"), TimeoutError()])
+    group = ExceptionGroup("outer", [ConnectionError("down"), inner])
+
+    assert classify_error(group) == "provider"
+
+
+def test_group_behind_a_wrapper_is_read_through_the_cause_chain():
+    wrapper = chained(RuntimeError("wrapped"), ExceptionGroup("task group", [PermanentModelError("bad")]))
+
+    assert is_transient(wrapper) is False

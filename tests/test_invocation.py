@@ -6,13 +6,12 @@ import asyncio
 
 import pytest
 from google.adk.agents import LlmAgent, ParallelAgent
-from google.adk.runners import InMemoryRunner
 from google.genai import types
 
 from routed_llm import InvocationInfo, RoutedLlm, RoutingPlugin, capture_invocation, current_invocation
 from routed_llm.strategies import PreRoutingStrategy, RoutingContext
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import make_request, run_agent
+from tests.conftest import make_request, make_runner, run_agent
 
 
 def recording_router(seen: list[InvocationInfo | None], key: str = "a"):
@@ -61,7 +60,7 @@ async def test_capture_invocation_works_as_an_agent_callback_without_the_plugin(
 async def test_concurrent_sessions_each_see_their_own_user():
     seen: list[InvocationInfo | None] = []
     agent = LlmAgent(name="assistant", model=RoutedLlm(models=[answering()], router=recording_router(seen)))
-    runner = InMemoryRunner(agent=agent, app_name="test_app", plugins=[RoutingPlugin()])
+    runner = make_runner(agent, plugins=[RoutingPlugin()])
 
     async def turn(user: str) -> str:
         session = await runner.session_service.create_session(app_name="test_app", user_id=user)
@@ -96,7 +95,7 @@ async def test_a_rule_on_session_state_is_one_line():
     agent = LlmAgent(
         name="assistant", model=RoutedLlm(models=[flash, pro], router=PreRoutingStrategy(premium_to_pro))
     )
-    runner = InMemoryRunner(agent=agent, app_name="test_app", plugins=[RoutingPlugin()])
+    runner = make_runner(agent, plugins=[RoutingPlugin()])
     premium = await runner.session_service.create_session(
         app_name="test_app", user_id="p", state={"tier": "premium"}
     )

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from routed_llm import FailoverEvent, RoutedLlm, RouteEvent, RoutingPlugin
+from routed_llm import FailoverEvent, RoutedLlm, RouteEvent, RoutingError, RoutingPlugin
 from routed_llm.strategies import ABTestStrategy, FallbackStrategy, WithFallback
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, make_request, run_agent
@@ -200,3 +200,64 @@ async def test_a_hook_that_raises_is_logged_and_never_breaks_the_call(caplog):
 def test_hooks_must_be_callable():
     with pytest.raises(TypeError, match="on_route"):
         RoutedLlm(models=[ScriptedLlm(model="a")], router=lambda *_: "a", on_route="print")  # type: ignore[arg-type]
+
+
+def raising_router(error: Exception):
+    """Picks 'primary' first; raises ``error`` when asked again after a failure."""
+
+    def router(models, llm_request, error_context):
+        if error_context is None:
+            return "primary"
+        raise error
+
+    return router
+
+
+def primary_fails(router, **options) -> RoutedLlm:
+    return RoutedLlm(
+        models={
+            "primary": ScriptedLlm(model="model-p", script=[ConnectionError("down")]),
+            "backup": ScriptedLlm(model="model-b"),
+        },
+        router=router,
+        **options,
+    )
+
+
+async def test_failure_is_reported_to_on_failover_when_the_router_raises_while_handling_it():
+    events: list[FailoverEvent] = []
+    llm = primary_fails(raising_router(LookupError("router bug")), on_failover=events.append)
+
+    with pytest.raises(LookupError):
+        await collect(llm.generate_content_async(make_request()))
+
+    assert [(event.key, type(event.error).__name__, event.next_key) for event in events] == [
+        ("primary", "ConnectionError", None)
+    ]
+
+
+async def test_failure_is_counted_when_the_router_picks_an_unknown_key_while_handling_it():
+    failure_key = (
+        ("error.type", "ConnectionError"),
+        ("routed_llm.error_class", "transient"),
+        ("routed_llm.key", "primary"),
+    )
+    before = counter_points("routed_llm.failures").get(failure_key, 0)
+    llm = primary_fails(lambda models, request, ctx: "primary" if ctx is None else "no-such-key")
+
+    with pytest.raises(RoutingError):
+        await collect(llm.generate_content_async(make_request()))
+
+    assert counter_points("routed_llm.failures")[failure_key] - before == 1
+
+
+async def test_failure_is_a_span_event_when_the_router_raises_while_handling_it():
+    agent = LlmAgent(name="assistant", model=primary_fails(raising_router(LookupError("router bug"))))
+
+    with pytest.raises(LookupError):
+        await run_agent(agent, "hi")
+
+    [span] = [span for span in SPANS.get_finished_spans() if span.name.startswith("generate_content")]
+    assert [dict(e.attributes) for e in span.events if e.name == "routed_llm.attempt_failed"] == [
+        {"routed_llm.key": "primary", "error.type": "ConnectionError"}
+    ]

@@ -15,7 +15,7 @@ from google.adk.agents import LlmAgent
 from google.adk.models import Gemini
 from google.genai import Client, errors, types
 
-from routed_llm import RoutedLlm
+from routed_llm import RoutedLlm, classify_error, fall_back_across_providers
 from routed_llm.strategies import FallbackStrategy
 from tests.conftest import collect, get_weather, make_request, run_agent, texts
 from tests.fake_servers import (
@@ -121,6 +121,90 @@ async def test_permanent_fault_propagates_the_clients_own_error(server, fault, s
         await collect(pair(server).generate_content_async(make_request(), stream=stream))
 
     assert (raised.value.code, raised.value.status) == (fault.code, fault.status)
+    assert server.calls_to("gemini-backup") == []
+
+
+GEMINI_OVERFLOW = Error(
+    400,
+    "INVALID_ARGUMENT",
+    "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+)
+
+
+@STREAM
+async def test_context_window_overflow_falls_back_to_the_larger_model(server, stream):
+    server.script("gemini-primary", GEMINI_OVERFLOW)
+    server.script("gemini-backup", Text("from the long-context model"))
+
+    responses = await collect(pair(server).generate_content_async(make_request(), stream=stream))
+
+    assert texts(responses)[-1] == "from the long-context model"
+
+
+PROVIDER_FAULTS = {
+    "400 API_KEY_INVALID": Error(
+        400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"
+    ),
+    "401 UNAUTHENTICATED": Error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials."),
+    "403 SERVICE_DISABLED": Error(
+        403, "PERMISSION_DENIED", "Generative Language API is disabled.", reason="SERVICE_DISABLED"
+    ),
+    "400 unsupported location": Error(
+        400, "FAILED_PRECONDITION", "User location is not supported for the API use."
+    ),
+    "404 retired model": Error(
+        404, "NOT_FOUND", "models/gemini-primary is not found for API version v1beta."
+    ),
+}
+
+
+@STREAM
+@pytest.mark.parametrize("fault", PROVIDER_FAULTS.values(), ids=PROVIDER_FAULTS.keys())
+async def test_provider_fault_falls_back_to_another_provider_with_the_cross_provider_policy(
+    server, fault, stream
+):
+    server.script("gemini-primary", fault)
+    server.script("gemini-backup", Text("from the other provider"))
+    llm = RoutedLlm(
+        models={
+            "primary": gemini(server.url, "gemini-primary"),
+            "backup": gemini(server.url, "gemini-backup"),
+        },
+        router=FallbackStrategy(["primary", "backup"], is_transient=fall_back_across_providers),
+    )
+
+    responses = await collect(llm.generate_content_async(make_request(), stream=stream))
+
+    assert texts(responses)[-1] == "from the other provider"
+    assert responses[-1].custom_metadata["routed_llm"]["failed_keys"] == ["primary"]
+
+
+@STREAM
+@pytest.mark.parametrize("fault", PROVIDER_FAULTS.values(), ids=PROVIDER_FAULTS.keys())
+async def test_provider_fault_propagates_under_the_default_policy(server, fault, stream):
+    server.script("gemini-primary", fault)
+
+    with pytest.raises(errors.ClientError) as raised:
+        await collect(pair(server).generate_content_async(make_request(), stream=stream))
+
+    assert classify_error(raised.value) == "provider"
+    assert server.calls_to("gemini-backup") == []
+
+
+@STREAM
+async def test_malformed_request_propagates_even_with_the_cross_provider_policy(server, stream):
+    server.script("gemini-primary", Error(400, "INVALID_ARGUMENT", "Invalid value at 'contents[0]'."))
+    llm = RoutedLlm(
+        models={
+            "primary": gemini(server.url, "gemini-primary"),
+            "backup": gemini(server.url, "gemini-backup"),
+        },
+        router=FallbackStrategy(["primary", "backup"], is_transient=fall_back_across_providers),
+    )
+
+    with pytest.raises(errors.ClientError):
+        await collect(llm.generate_content_async(make_request(), stream=stream))
+
     assert server.calls_to("gemini-backup") == []
 
 

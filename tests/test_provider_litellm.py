@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # Never fetch the cost map.
 
+import httpx
 import pytest
 
 litellm = pytest.importorskip("litellm", reason="install the 'litellm' extra (nox does)")
@@ -16,7 +17,7 @@ litellm = pytest.importorskip("litellm", reason="install the 'litellm' extra (no
 from google.adk.agents import LlmAgent  # noqa: E402
 from google.adk.models.lite_llm import LiteLlm  # noqa: E402
 
-from routed_llm import RoutedLlm, is_transient  # noqa: E402
+from routed_llm import RoutedLlm, classify_error, is_transient  # noqa: E402
 from routed_llm.strategies import FallbackStrategy  # noqa: E402
 from tests.conftest import collect, get_weather, make_request, run_agent, texts  # noqa: E402
 from tests.fake_servers import (  # noqa: E402
@@ -204,3 +205,39 @@ LITELLM_SHAPES = {
 @pytest.mark.parametrize(("build", "transient"), LITELLM_SHAPES.values(), ids=LITELLM_SHAPES.keys())
 def test_is_transient_classifies_each_litellm_exception(build, transient):
     assert is_transient(build()) is transient
+
+
+LITELLM_CLASSES = {
+    "RateLimitError (429)": (lambda: litellm_error("RateLimitError"), "transient"),
+    "ContextWindowExceededError": (lambda: litellm_error("ContextWindowExceededError"), "transient"),
+    "AuthenticationError (401)": (lambda: litellm_error("AuthenticationError"), "provider"),
+    "PermissionDeniedError (403)": (
+        lambda: litellm.exceptions.PermissionDeniedError(
+            message="scripted",
+            llm_provider="openai",
+            model="gpt-x",
+            response=httpx.Response(403, request=httpx.Request("POST", "http://127.0.0.1/v1")),
+        ),
+        "provider",
+    ),
+    "APIError 403 (how LiteLLM reports an OpenAI 403)": (
+        lambda: litellm_error("APIError", status_code=403),
+        "provider",
+    ),
+    "NotFoundError (404, a retired model)": (lambda: litellm_error("NotFoundError"), "provider"),
+    "BadRequestError carrying Gemini's invalid-key body": (
+        lambda: litellm.exceptions.BadRequestError(
+            message='GeminiException - {"error": {"code": 400, "message": "API key not valid. Please pass '
+            'a valid API key.", "status": "INVALID_ARGUMENT"}}',
+            llm_provider="gemini",
+            model="gemini-x",
+        ),
+        "provider",
+    ),
+    "BadRequestError (400)": (lambda: litellm_error("BadRequestError"), "request"),
+}
+
+
+@pytest.mark.parametrize(("build", "expected"), LITELLM_CLASSES.values(), ids=LITELLM_CLASSES.keys())
+def test_classify_error_classifies_each_litellm_exception(build, expected):
+    assert classify_error(build()) == expected

@@ -6,13 +6,12 @@ import itertools
 
 import pytest
 from google.adk.agents import LlmAgent
-from google.adk.runners import InMemoryRunner
 from google.genai import types
 
 from routed_llm import InvocationInfo, RoutedLlm, RoutingPlugin, invocation_scope
 from routed_llm.strategies import FallbackStrategy, PreRoutingStrategy, StickyPerInvocation
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import get_weather, make_request, run_agent
+from tests.conftest import get_weather, make_request, make_runner, run_agent
 
 CALL_TOOL = types.Part(function_call=types.FunctionCall(name="get_weather", args={"city": "Paris"}))
 
@@ -41,7 +40,7 @@ async def test_a_new_invocation_decides_afresh():
     a, b = tool_then_answer("a"), tool_then_answer("b")
     llm = RoutedLlm(models=[a, b], router=StickyPerInvocation(alternating()))
     agent = LlmAgent(name="assistant", model=llm, tools=[get_weather])
-    runner = InMemoryRunner(agent=agent, app_name="test_app", plugins=[RoutingPlugin()])
+    runner = make_runner(agent, plugins=[RoutingPlugin()])
     session = await runner.session_service.create_session(app_name="test_app", user_id="user")
 
     await run_agent(agent, "weather?", runner=runner, session_id=session.id)

@@ -16,6 +16,7 @@ import itertools
 import logging
 
 from google.adk.agents import LlmAgent
+from google.adk.apps import App
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.adk.runners import InMemoryRunner
@@ -69,7 +70,7 @@ async def main() -> None:
     provider.add_span_processor(SimpleSpanProcessor(spans))
     trace.set_tracer_provider(provider)
 
-    runner = InMemoryRunner(agent=root_agent, app_name="ab_demo", plugins=[RoutingPlugin()])
+    runner = InMemoryRunner(app=App(name="ab_demo", root_agent=root_agent, plugins=[RoutingPlugin()]))
     events = []
     for index in range(USERS):
         user = f"user-{index}"

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from google.adk.agents import LlmAgent
+from google.adk.apps import App
 from google.adk.runners import InMemoryRunner
 from google.genai import types
 
@@ -39,7 +40,7 @@ root_agent = LlmAgent(
 async def main() -> None:
     # The stand-in models report no token usage, which ADK's telemetry warns about.
     logging.getLogger("google_adk.google.adk.telemetry").setLevel(logging.ERROR)
-    runner = InMemoryRunner(agent=root_agent, app_name="tiers", plugins=[RoutingPlugin()])
+    runner = InMemoryRunner(app=App(name="tiers", root_agent=root_agent, plugins=[RoutingPlugin()]))
     for user, tier in (("ada", "premium"), ("bob", "basic")):
         session = await runner.session_service.create_session(
             app_name="tiers", user_id=user, state={"tier": tier}
