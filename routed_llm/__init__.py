@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from routed_llm.analysis import ArmStats, format_arm_table, tabulate_arms
 from routed_llm.errors import (
+    AttemptTimeout,
+    DeadlineExceeded,
     ErrorClass,
     PermanentModelError,
     RoutingError,
+    StreamStalled,
     TransientModelError,
     classify_error,
     fall_back_across_providers,
@@ -53,7 +56,9 @@ __all__ = [
     "PREFER_ON_DEVICE",
     "ABTestStrategy",
     "ArmStats",
+    "AttemptTimeout",
     "ConnectivityStrategy",
+    "DeadlineExceeded",
     "ErrorClass",
     "ErrorContext",
     "FailoverEvent",
@@ -72,6 +77,7 @@ __all__ = [
     "RoutingPlugin",
     "StickyPerInvocation",
     "Strategy",
+    "StreamStalled",
     "TransientModelError",
     "WithFallback",
     "annotate_route",

@@ -16,9 +16,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal, TypeAlias
 
 __all__ = [
+    "AttemptTimeout",
+    "DeadlineExceeded",
     "ErrorClass",
     "PermanentModelError",
     "RoutingError",
+    "StreamStalled",
     "TransientModelError",
     "classify_error",
     "fall_back_across_providers",
@@ -109,6 +112,78 @@ class PermanentModelError(Exception):
     :func:`is_transient` trusts it over anything else it could read off the
     error, so strategies propagate it without trying another model.
     """
+
+
+class AttemptTimeout(TransientModelError, TimeoutError):
+    """A model gave no first response within ``first_response_timeout``.
+
+    The attempt was cancelled and its stream closed. It goes to the router as
+    ``last_error`` like any failure; being a :class:`TransientModelError`,
+    every strategy fails over on it.
+
+    Attributes:
+        key: The key whose model timed out.
+        timeout: The limit that expired, in seconds.
+    """
+
+    def __init__(self, key: str, timeout: float) -> None:
+        """Creates the error.
+
+        Args:
+            key: The key whose model timed out.
+            timeout: The limit that expired, in seconds.
+        """
+        super().__init__(f"Model key {key!r} gave no first response within {timeout:g} s.")
+        self.key = key
+        self.timeout = timeout
+
+
+class StreamStalled(TimeoutError):
+    """A model that had begun answering went silent for ``idle_timeout``.
+
+    Raised to the caller, with the model's stream closed. There is no
+    failover: part of the answer was already given.
+
+    Attributes:
+        key: The key whose model stalled.
+        timeout: The idle limit that expired, in seconds.
+    """
+
+    def __init__(self, key: str, timeout: float) -> None:
+        """Creates the error.
+
+        Args:
+            key: The key whose model stalled.
+            timeout: The idle limit that expired, in seconds.
+        """
+        super().__init__(f"Model key {key!r} sent nothing for {timeout:g} s after it began answering.")
+        self.key = key
+        self.timeout = timeout
+
+
+class DeadlineExceeded(TimeoutError):
+    """The call's ``deadline`` ran out before any model answered.
+
+    Chained (``__cause__``) to the last model error, if a model failed
+    before the budget ran out. The router is not asked again.
+
+    Attributes:
+        deadline: The call's whole budget, in seconds.
+        key: The key whose attempt was running when the budget ran out, or
+            None if it ran out between attempts.
+    """
+
+    def __init__(self, deadline: float, *, key: str | None) -> None:
+        """Creates the error.
+
+        Args:
+            deadline: The call's whole budget, in seconds.
+            key: The key being tried when it ran out, if any.
+        """
+        where = f" while model key {key!r} was being tried" if key is not None else ""
+        super().__init__(f"The call's deadline of {deadline:g} s ran out{where}, before any answer.")
+        self.deadline = deadline
+        self.key = key
 
 
 def classify_error(error: BaseException) -> ErrorClass:

@@ -19,8 +19,10 @@ from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
 from routed_llm import observability
+from routed_llm.errors import DeadlineExceeded
 from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings
+from routed_llm.timeouts import check_seconds, per_key_seconds
 
 __all__ = ["RoutedConnection", "RoutedLlm"]
 
@@ -70,11 +72,24 @@ class RoutedLlm(BaseLlm):
             :class:`~routed_llm.FailoverEvent` after every attempt that fails
             before output. A hook that raises is logged and ignored.
         clock: Seconds from a monotonic clock, for the events' ``elapsed``.
+        first_response_timeout: Seconds a model has to give its first
+            response (or to open a live connection): one number for every
+            key, or ``{key: seconds}`` (keys left out have no limit). When it
+            expires the attempt is cancelled and the router gets an
+            :class:`~routed_llm.AttemptTimeout`, so every strategy fails over.
+        idle_timeout: Once a model began answering, the longest wait between
+            two of its responses. When it expires the stream is closed and
+            :class:`~routed_llm.StreamStalled` is raised; no failover.
+        deadline: The whole call's budget for a first response, every attempt
+            together; each attempt's wait is capped by what remains. When it
+            runs out, :class:`~routed_llm.DeadlineExceeded` is raised and the
+            router is not asked again.
 
     Raises:
         ValueError: If ``models`` is empty, names a model twice, or has a
-            model name ADK cannot resolve, or if ``router`` declares keys that
-            are not in ``models``.
+            model name ADK cannot resolve, if ``router`` declares keys that
+            are not in ``models``, or a time limit is not a positive number
+            (or names a key that is not routed).
         TypeError: If an entry is neither a ``BaseLlm`` nor a string, a key is
             not a non-empty string, or ``router`` or a hook is not callable.
     """
@@ -92,6 +107,9 @@ class RoutedLlm(BaseLlm):
         on_route: RouteHook | None = None,
         on_failover: FailoverHook | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        first_response_timeout: float | Mapping[str, float] | None = None,
+        idle_timeout: float | None = None,
+        deadline: float | None = None,
     ) -> None:
         resolved = _resolve_models(models)
         _check_router(router, resolved)
@@ -108,6 +126,11 @@ class RoutedLlm(BaseLlm):
             on_route=on_route,
             on_failover=on_failover,
             clock=clock,
+            first_response_timeout=per_key_seconds(
+                "RoutedLlm", "first_response_timeout", first_response_timeout, resolved
+            ),
+            idle_timeout=check_seconds("RoutedLlm", "idle_timeout", idle_timeout),
+            deadline=check_seconds("RoutedLlm", "deadline", deadline),
         )
 
     @property
@@ -165,28 +188,32 @@ class RoutedLlm(BaseLlm):
         try:
             key = await call.first_key()
             while True:
-                delegate = call.delegate(key)
-                route = call.route_metadata(key)
-                yielded = False
+                responses: AsyncGenerator[LlmResponse, None] | None = None
                 try:
-                    responses = delegate.generate_content_async(llm_request, stream)
                     try:
-                        async for response in responses:
-                            if not yielded:
-                                yielded = True
-                                call.served()
-                                observability.record_served(route)
-                            yield call.stamp(response, route)
-                    finally:
+                        responses = call.delegate(key).generate_content_async(llm_request, stream)
+                        response = await call.first_response(key, responses)
+                    except DeadlineExceeded:
+                        raise
+                    except Exception as error:
+                        if responses is not None:
+                            # Releases what the failed attempt holds before
+                            # the router is asked again.
+                            await responses.aclose()
+                        key = await call.fail_over(key, error)
+                        continue
+                    route = call.route_metadata(key)
+                    observability.record_served(route)
+                    while response is not None:
+                        yield call.stamp(response, route)
+                        response = await call.next_response(key, responses)
+                    return
+                finally:
+                    if responses is not None:
                         # Closes the delegate's stream when the caller stops
                         # early, rather than leaving a provider connection to
                         # the garbage collector.
                         await responses.aclose()
-                    return
-                except Exception as error:
-                    if yielded:
-                        raise
-                    key = await call.fail_over(key, error)
         finally:
             call.release()
 
@@ -211,13 +238,15 @@ class RoutedLlm(BaseLlm):
             try:
                 key = await call.first_key()
                 while True:
-                    delegate = call.delegate(key)
                     try:
-                        connection = await stack.enter_async_context(delegate.connect(llm_request))
+                        connection = await call.open_connection(
+                            key, stack, call.delegate(key).connect(llm_request)
+                        )
                         break
+                    except DeadlineExceeded:
+                        raise
                     except Exception as error:
                         key = await call.fail_over(key, error)
-                call.served()
                 route = call.route_metadata(key)
                 observability.record_served(route)
             finally:

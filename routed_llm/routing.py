@@ -13,18 +13,20 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 from google.adk.models.base_llm import BaseLlm
+from google.adk.models.base_llm_connection import BaseLlmConnection
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 
 from routed_llm import observability
-from routed_llm.errors import RoutingError
+from routed_llm.errors import AttemptTimeout, DeadlineExceeded, RoutingError, StreamStalled
 from routed_llm.observability import FailoverEvent, FailoverHook, RouteEvent, RouteHook
 from routed_llm.rollback import RequestSnapshot
 
@@ -130,6 +132,12 @@ class RouterSettings:
         on_failover: Called with a :class:`~routed_llm.FailoverEvent` per
             failed attempt.
         clock: Seconds, monotonic; times the events.
+        first_response_timeout: Seconds each key's model has to give its
+            first response (or open its live connection); keys left out have
+            no limit.
+        idle_timeout: Seconds a model may go silent once it began answering.
+        deadline: Seconds the whole call may wait for a first response,
+            every attempt together.
     """
 
     models: Mapping[str, BaseLlm]
@@ -137,6 +145,9 @@ class RouterSettings:
     on_route: RouteHook | None = None
     on_failover: FailoverHook | None = None
     clock: Callable[[], float] = time.perf_counter
+    first_response_timeout: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    idle_timeout: float | None = None
+    deadline: float | None = None
 
 
 class RoutedCall:
@@ -149,6 +160,7 @@ class RoutedCall:
 
     __slots__ = (
         "_errors",
+        "_expires",
         "_llm_request",
         "_models",
         "_notes",
@@ -167,6 +179,8 @@ class RoutedCall:
         self._snapshot: RequestSnapshot | None = None
         self._served = False
         self._started = settings.clock()
+        # When the deadline runs out, on the event loop's clock (the one asyncio.timeout uses).
+        self._expires = None if settings.deadline is None else _loop_time() + settings.deadline
 
     async def first_key(self) -> str:
         """Asks the router for the first pick and prepares the request for it.
@@ -237,6 +251,9 @@ class RoutedCall:
         attempt = len(self._errors) + 1
         self._errors[key] = error
         observability.record_failure(key, error)
+        if self._expires is not None and _loop_time() >= self._expires:
+            await self._report_failover(key, attempt, error, None)
+            self._raise_deadline(None)
         context = ErrorContext(
             failed_keys=frozenset(self._errors),
             last_error=error,
@@ -262,9 +279,83 @@ class RoutedCall:
         await self._announce(next_key)
         return next_key
 
-    def served(self) -> None:
-        """Marks the call as answered: the request now belongs to the serving model."""
+    async def first_response(self, key: str, responses: AsyncIterator[LlmResponse]) -> LlmResponse | None:
+        """Waits for the first response of ``key``'s model, within the time limits.
+
+        Returns:
+            The first response, or None if the model ended without any.
+
+        Raises:
+            AttemptTimeout: ``key``'s ``first_response_timeout`` expired; the
+                wait was cancelled.
+            DeadlineExceeded: The call's deadline ran out first, chained to
+                the last model error of the call, if any.
+            Exception: Whatever the model raised.
+        """
+        limit, by_deadline = self._first_response_limit(key)
+        if limit is None:
+            response = await anext(responses, None)
+        else:
+            try:
+                async with asyncio.timeout(limit) as scope:
+                    response = await anext(responses, None)
+            except Exception as error:
+                if not scope.expired():
+                    raise
+                if by_deadline:
+                    self._raise_deadline(key)
+                # Chained to what the model raised on its way out: an SDK may
+                # report the cancellation as an error of its own.
+                raise AttemptTimeout(key, limit) from error
         self._served = True
+        return response
+
+    async def next_response(self, key: str, responses: AsyncIterator[LlmResponse]) -> LlmResponse | None:
+        """Waits for the next response once output began, within ``idle_timeout``.
+
+        Returns:
+            The next response, or None at the end of the stream.
+
+        Raises:
+            StreamStalled: The model sent nothing for ``idle_timeout`` seconds.
+            Exception: Whatever the model raised.
+        """
+        idle = self._settings.idle_timeout
+        if idle is None:
+            return await anext(responses, None)
+        try:
+            async with asyncio.timeout(idle) as scope:
+                return await anext(responses, None)
+        except Exception as error:
+            if scope.expired():
+                raise StreamStalled(key, idle) from error
+            raise
+
+    async def open_connection(
+        self, key: str, stack: AsyncExitStack, connect: AbstractAsyncContextManager[BaseLlmConnection]
+    ) -> BaseLlmConnection:
+        """Opens a live connection on ``stack`` within ``key``'s first-response limit.
+
+        Raises:
+            AttemptTimeout: The connection did not open in time.
+            DeadlineExceeded: The call's deadline ran out first.
+            Exception: Whatever the model raised.
+        """
+        limit, by_deadline = self._first_response_limit(key)
+        if limit is None:
+            connection = await stack.enter_async_context(connect)
+        else:
+            try:
+                async with asyncio.timeout(limit) as scope:
+                    connection = await stack.enter_async_context(connect)
+            except Exception as error:
+                if not scope.expired():
+                    raise
+                if by_deadline:
+                    self._raise_deadline(key)
+                raise AttemptTimeout(key, limit) from error
+        self._served = True
+        return connection
 
     def release(self) -> None:
         """Ends the call: rolls back an unanswered request, then drops the call's state.
@@ -316,6 +407,23 @@ class RoutedCall:
         else:
             metadata = {METADATA_KEY: entry}
         return _copy_with_metadata(response, metadata)
+
+    def _first_response_limit(self, key: str) -> tuple[float | None, bool]:
+        """The seconds ``key`` may take to its first response, and whether the deadline sets them."""
+        limit = self._settings.first_response_timeout.get(key)
+        if self._expires is None:
+            return limit, False
+        remaining = max(self._expires - _loop_time(), 0.0)
+        if limit is None or remaining < limit:
+            return remaining, True
+        return limit, False
+
+    def _raise_deadline(self, key: str | None) -> NoReturn:
+        """Raises :class:`DeadlineExceeded`, chained to the call's last model error."""
+        deadline = self._settings.deadline
+        assert deadline is not None  # Only called when a deadline is set.
+        last = next(reversed(self._errors.values()), None)
+        raise DeadlineExceeded(deadline, key=key) from last
 
     def _roll_back(self) -> None:
         """Returns the request to the state the caller passed it in."""
@@ -402,3 +510,8 @@ def _copy_with_metadata(response: LlmResponse, metadata: dict[str, Any]) -> LlmR
     object.__setattr__(copy, "__pydantic_extra__", None if extra is None else dict(extra))
     object.__setattr__(copy, "__pydantic_private__", None if private is None else dict(private))
     return copy
+
+
+def _loop_time() -> float:
+    """The running event loop's clock, which ``asyncio.timeout`` runs on."""
+    return asyncio.get_running_loop().time()

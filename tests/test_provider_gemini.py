@@ -15,7 +15,7 @@ from google.adk.agents import LlmAgent
 from google.adk.models import Gemini
 from google.genai import Client, errors, types
 
-from routed_llm import RoutedLlm, classify_error, fall_back_across_providers
+from routed_llm import RoutedLlm, StreamStalled, classify_error, fall_back_across_providers
 from routed_llm.strategies import FallbackStrategy
 from tests.conftest import collect, get_weather, make_request, run_agent, texts
 from tests.fake_servers import (
@@ -218,6 +218,48 @@ async def test_stalled_server_times_out_and_fails_over(server, stream):
     )
 
     assert texts(responses)[-1] == "from backup"
+
+
+@STREAM
+async def test_stalled_server_costs_one_attempt_under_first_response_timeout(server, stream):
+    server.script("gemini-primary", Stall())
+    server.script("gemini-backup", Text("from backup"))
+    llm = RoutedLlm(
+        models={
+            "primary": gemini(server.url, "gemini-primary"),
+            "backup": gemini(server.url, "gemini-backup"),
+        },
+        router=FallbackStrategy(["primary", "backup"]),
+        first_response_timeout=0.2,
+    )
+
+    responses = await collect(llm.generate_content_async(make_request(), stream=stream))
+
+    assert texts(responses)[-1] == "from backup"
+    assert responses[-1].custom_metadata["routed_llm"]["errors"] == {"primary": "AttemptTimeout"}
+
+
+async def test_stream_stalled_after_its_first_chunk_is_cut_by_idle_timeout(server):
+    server.script("gemini-primary", Chunks("first ", then=STALL))
+    llm = RoutedLlm(
+        models={
+            "primary": gemini(server.url, "gemini-primary"),
+            "backup": gemini(server.url, "gemini-backup"),
+        },
+        router=FallbackStrategy(["primary", "backup"]),
+        idle_timeout=0.2,
+    )
+    received = []
+
+    async def consume():
+        async for response in llm.generate_content_async(make_request(), stream=True):
+            received.append(response)
+
+    with pytest.raises(StreamStalled):
+        await consume()
+
+    assert texts(received) == ["first "]
+    assert server.calls_to("gemini-backup") == []
 
 
 async def test_slow_but_healthy_server_answers_without_failover(server):
