@@ -27,8 +27,9 @@ from routed_llm.invocation import (
     current_invocation,
     invocation_scope,
 )
+from routed_llm.live import RoutedConnection
 from routed_llm.observability import FailoverEvent, RouteEvent
-from routed_llm.routed import RoutedConnection, RoutedLlm
+from routed_llm.routed import RoutedLlm
 from routed_llm.routing import METADATA_KEY, ErrorContext, LlmRouter, annotate_route
 from routed_llm.strategies import (
     CLOUD,

@@ -6,7 +6,6 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import MappingProxyType
-from typing import Any
 
 from google.adk.models._capabilities import LlmCapabilities
 from google.adk.models.base_llm import BaseLlm
@@ -14,17 +13,17 @@ from google.adk.models.base_llm_connection import BaseLlmConnection
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.adk.models.registry import LLMRegistry
-from google.genai import types
 from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
 from routed_llm import observability
 from routed_llm.errors import DeadlineExceeded
+from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings
 from routed_llm.timeouts import check_seconds, per_key_seconds
 
-__all__ = ["RoutedConnection", "RoutedLlm"]
+__all__ = ["RoutedLlm"]
 
 
 class RoutedLlm(BaseLlm):
@@ -97,6 +96,7 @@ class RoutedLlm(BaseLlm):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     _settings: RouterSettings = PrivateAttr()
+    _live_owners: LiveOwners = PrivateAttr(default_factory=LiveOwners)
 
     def __init__(
         self,
@@ -226,6 +226,16 @@ class RoutedLlm(BaseLlm):
         :meth:`generate_content_async`. Once a connection is open it stays
         with its model: errors inside the ``async with`` body propagate.
 
+        A resumed session (``live_connect_config.session_resumption.handle``
+        set) goes back to the model that opened it, without asking the router
+        and without failing over: the key remembered for this request object
+        (weakly), else the one key whose model ``llm_request.model`` names. A
+        request that names this RoutedLlm itself (a fresh run carrying a
+        handle) goes to the router's first pick, again without failover.
+
+        Raises:
+            ValueError: If a resumed session's owner cannot be identified.
+
         Args:
             llm_request: The request to open the connection with.
 
@@ -233,10 +243,12 @@ class RoutedLlm(BaseLlm):
             The open connection of the chosen model, wrapped so that every
             response it receives carries ``custom_metadata["routed_llm"]``.
         """
+        resuming = resumption_handle(llm_request) is not None
+        owner = self._live_owners.owner(llm_request, self.models, self.model) if resuming else None
         call = self._new_call(llm_request)
         async with AsyncExitStack() as stack:
             try:
-                key = await call.first_key()
+                key = await (call.pinned_key(owner) if owner is not None else call.first_key())
                 while True:
                     try:
                         connection = await call.open_connection(
@@ -246,7 +258,10 @@ class RoutedLlm(BaseLlm):
                     except DeadlineExceeded:
                         raise
                     except Exception as error:
+                        if resuming:
+                            raise  # The handle means nothing to another model.
                         key = await call.fail_over(key, error)
+                self._live_owners.remember(llm_request, key)
                 route = call.route_metadata(key)
                 observability.record_served(route)
             finally:
@@ -331,59 +346,3 @@ def _check_router(router: object, models: Mapping[str, BaseLlm]) -> None:
                 f"The router can choose the keys {unknown}, which are not in models "
                 f"({', '.join(repr(key) for key in models)}). Add those models or change the router."
             )
-
-
-class RoutedConnection(BaseLlmConnection):
-    """A live connection of the model the router picked, recording the route.
-
-    Sends go straight to the model's connection; every response received is
-    a copy stamped with ``custom_metadata["routed_llm"]``, as
-    :meth:`RoutedLlm.generate_content_async` stamps its responses.
-
-    Args:
-        connection: The chosen model's open connection.
-        route: The route record for its responses.
-    """
-
-    def __init__(self, connection: BaseLlmConnection, route: dict[str, Any]) -> None:
-        self._connection = connection
-        self._route = route
-
-    @property
-    def connection(self) -> BaseLlmConnection:
-        """The chosen model's own connection."""
-        return self._connection
-
-    @override
-    async def send_history(self, history: list[types.Content]) -> None:
-        """Sends the conversation history to the model."""
-        await self._connection.send_history(history)
-
-    @override
-    async def send_content(self, content: types.Content) -> None:
-        """Sends a user content to the model."""
-        await self._connection.send_content(content)
-
-    async def _send_content(self, content: types.Content, *, partial: bool = False) -> None:
-        """Sends content, passing ADK's partial-turn flag on to the model's connection."""
-        await self._connection._send_content(content, partial=partial)
-
-    @override
-    async def send_realtime(self, blob: types.Blob) -> None:
-        """Sends a chunk of audio or a frame of video to the model."""
-        await self._connection.send_realtime(blob)
-
-    @override
-    async def receive(self) -> AsyncGenerator[LlmResponse, None]:
-        """Yields the model's responses, each stamped with the route."""
-        responses = self._connection.receive()
-        try:
-            async for response in responses:
-                yield RoutedCall.stamp(response, self._route)
-        finally:
-            await responses.aclose()
-
-    @override
-    async def close(self) -> None:
-        """Closes the model's connection."""
-        await self._connection.close()

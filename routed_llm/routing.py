@@ -214,6 +214,16 @@ class RoutedCall:
         await self._announce(key)
         return key
 
+    async def pinned_key(self, key: str) -> str:
+        """Takes ``key`` without asking the router (a resumed live session's owner).
+
+        Returns:
+            ``key``.
+        """
+        self._check_known(key, cause=None)
+        await self._announce(key)
+        return key
+
     def delegate(self, key: str) -> BaseLlm:
         """Returns the model under ``key``, with the request addressed to it.
 
