@@ -202,11 +202,18 @@ class RoutedLlm(BaseLlm):
                             await responses.aclose()
                         key = await call.fail_over(key, error)
                         continue
+                    if response is None:
+                        return
                     route = call.route_metadata(key)
                     observability.record_served(route)
-                    while response is not None:
-                        yield call.stamp(response, route)
-                        response = await call.next_response(key, responses)
+                    stamp = call.stamp
+                    yield stamp(response, route)
+                    if call.idle_timeout is None:  # The common case, without a timer per chunk.
+                        async for response in responses:
+                            yield stamp(response, route)
+                        return
+                    while (response := await call.next_response(key, responses)) is not None:
+                        yield stamp(response, route)
                     return
                 finally:
                     if responses is not None:

@@ -320,6 +320,11 @@ class RoutedCall:
         self._served = True
         return response
 
+    @property
+    def idle_timeout(self) -> float | None:
+        """The longest wait between two responses once output began; None for no limit."""
+        return self._settings.idle_timeout
+
     async def next_response(self, key: str, responses: AsyncIterator[LlmResponse]) -> LlmResponse | None:
         """Waits for the next response once output began, within ``idle_timeout``.
 
