@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.base_llm_connection import BaseLlmConnection
@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 METADATA_KEY = "routed_llm"
 """The key under which each response's ``custom_metadata`` records its route."""
@@ -302,23 +304,19 @@ class RoutedCall:
                 the last model error of the call, if any.
             Exception: Whatever the model raised.
         """
-        limit, by_deadline = self._first_response_limit(key)
-        if limit is None:
-            response = await anext(responses, None)
-        else:
-            try:
-                async with asyncio.timeout(limit) as scope:
-                    response = await anext(responses, None)
-            except Exception as error:
-                if not scope.expired():
-                    raise
-                if by_deadline:
-                    self._raise_deadline(key)
-                # Chained to what the model raised on its way out: an SDK may
-                # report the cancellation as an error of its own.
-                raise AttemptTimeout(key, limit) from error
-        self._served = True
-        return response
+        return await self._first(key, anext(responses, None))
+
+    async def open_connection(
+        self, key: str, stack: AsyncExitStack, connect: AbstractAsyncContextManager[BaseLlmConnection]
+    ) -> BaseLlmConnection:
+        """Opens a live connection on ``stack`` within ``key``'s first-response limit.
+
+        Raises:
+            AttemptTimeout: The connection did not open in time.
+            DeadlineExceeded: The call's deadline ran out first.
+            Exception: Whatever the model raised.
+        """
+        return await self._first(key, stack.enter_async_context(connect))
 
     @property
     def idle_timeout(self) -> float | None:
@@ -345,32 +343,6 @@ class RoutedCall:
             if scope.expired():
                 raise StreamStalled(key, idle) from error
             raise
-
-    async def open_connection(
-        self, key: str, stack: AsyncExitStack, connect: AbstractAsyncContextManager[BaseLlmConnection]
-    ) -> BaseLlmConnection:
-        """Opens a live connection on ``stack`` within ``key``'s first-response limit.
-
-        Raises:
-            AttemptTimeout: The connection did not open in time.
-            DeadlineExceeded: The call's deadline ran out first.
-            Exception: Whatever the model raised.
-        """
-        limit, by_deadline = self._first_response_limit(key)
-        if limit is None:
-            connection = await stack.enter_async_context(connect)
-        else:
-            try:
-                async with asyncio.timeout(limit) as scope:
-                    connection = await stack.enter_async_context(connect)
-            except Exception as error:
-                if not scope.expired():
-                    raise
-                if by_deadline:
-                    self._raise_deadline(key)
-                raise AttemptTimeout(key, limit) from error
-        self._served = True
-        return connection
 
     def release(self) -> None:
         """Ends the call: rolls back an unanswered request, then drops the call's state.
@@ -422,6 +394,26 @@ class RoutedCall:
         else:
             metadata = {METADATA_KEY: entry}
         return _copy_with_metadata(response, metadata)
+
+    async def _first(self, key: str, waiting: Awaitable[_T]) -> _T:
+        """Awaits ``waiting`` (a first response, an open connection) within ``key``'s limits."""
+        limit, by_deadline = self._first_response_limit(key)
+        if limit is None:
+            result = await waiting
+        else:
+            try:
+                async with asyncio.timeout(limit) as scope:
+                    result = await waiting
+            except Exception as error:
+                if not scope.expired():
+                    raise
+                if by_deadline:
+                    self._raise_deadline(key)
+                # Chained to what the model raised on its way out: an SDK may
+                # report the cancellation as an error of its own.
+                raise AttemptTimeout(key, limit) from error
+        self._served = True
+        return result
 
     def _first_response_limit(self, key: str) -> tuple[float | None, bool]:
         """The seconds ``key`` may take to its first response, and whether the deadline sets them."""
