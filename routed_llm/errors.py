@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 __all__ = [
     "AttemptTimeout",
@@ -42,6 +42,11 @@ PERMANENT_STATUSES = frozenset(
 )
 """Google API status names that say the request would fail on every model."""
 
+
+def _rebuild_deadline(deadline: float, key: str | None) -> DeadlineExceeded:
+    return DeadlineExceeded(deadline, key=key)
+
+
 ErrorClass: TypeAlias = Literal["transient", "provider", "request"]
 """The three classes of model failure; see :func:`classify_error`."""
 
@@ -64,9 +69,11 @@ _PROVIDER_MESSAGE = re.compile(
     re.IGNORECASE,
 )
 # Gemini's context-window overflow: 400 INVALID_ARGUMENT "The input token
-# count (N) exceeds the maximum number of tokens allowed (M)".
+# count (N) exceeds the maximum number of tokens allowed (M)"; on Vertex AI
+# "... the input token count is N but model only supports up to M".
 _OVERFLOW_MESSAGE = re.compile(
     r"input token count.{0,40}exceeds the maximum|exceeds the maximum number of tokens"
+    r"|input token count is \d+ but model only supports up to"
     r"|context (?:length|window) exceeded|maximum context length",
     re.IGNORECASE | re.DOTALL,
 )
@@ -137,6 +144,9 @@ class AttemptTimeout(TransientModelError, TimeoutError):
         self.key = key
         self.timeout = timeout
 
+    def __reduce__(self) -> tuple[type[AttemptTimeout], tuple[str, float]]:
+        return type(self), (self.key, self.timeout)
+
 
 class StreamStalled(TimeoutError):
     """A model that had begun answering went silent for ``idle_timeout``.
@@ -159,6 +169,9 @@ class StreamStalled(TimeoutError):
         super().__init__(f"Model key {key!r} sent nothing for {timeout:g} s after it began answering.")
         self.key = key
         self.timeout = timeout
+
+    def __reduce__(self) -> tuple[type[StreamStalled], tuple[str, float]]:
+        return type(self), (self.key, self.timeout)
 
 
 class DeadlineExceeded(TimeoutError):
@@ -184,6 +197,9 @@ class DeadlineExceeded(TimeoutError):
         super().__init__(f"The call's deadline of {deadline:g} s ran out{where}, before any answer.")
         self.deadline = deadline
         self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_deadline, (self.deadline, self.key)
 
 
 def classify_error(error: BaseException) -> ErrorClass:
@@ -211,13 +227,10 @@ def classify_error(error: BaseException) -> ErrorClass:
     Returns:
         The error's class.
     """
-    for link in _cause_chain(error):
-        if isinstance(link, BaseExceptionGroup):
-            return _worst(classify_error(leaf) for leaf in link.exceptions)
-        verdict = _classify_link(link)
-        if verdict is not None:
-            return verdict
-    return "transient"
+    try:
+        return _classify(error, set())
+    except Exception:  # A policy must never raise (a RecursionError on absurd nesting, say).
+        return "transient"
 
 
 def is_transient(error: BaseException) -> bool:
@@ -286,6 +299,17 @@ def fall_back_across_providers(error: BaseException) -> bool:
 _RANK: dict[ErrorClass, int] = {"transient": 0, "provider": 1, "request": 2}
 
 
+def _classify(error: BaseException, seen: set[int]) -> ErrorClass:
+    """Classifies ``error``; ``seen`` is shared across group leaves, so cycles through groups end."""
+    for link in _cause_chain(error, seen):
+        if isinstance(link, BaseExceptionGroup):
+            return _worst(_classify(leaf, seen) for leaf in link.exceptions)
+        verdict = _classify_link(link)
+        if verdict is not None:
+            return verdict
+    return "transient"
+
+
 def _worst(classes: Iterable[ErrorClass]) -> ErrorClass:
     return max(classes, key=_RANK.__getitem__, default="transient")
 
@@ -342,11 +366,11 @@ def _status_class(error: BaseException) -> ErrorClass | None:
 
 def _error_text(error: BaseException) -> str:
     """The error's message and any message field it carries, for pattern checks."""
-    message = getattr(error, "message", None)
     try:
+        message = getattr(error, "message", None)
         text = str(error)
-    except Exception:  # A policy must never raise: some SDKs' __str__ reads fields that may be unset.
-        text = ""
+    except Exception:  # Some SDKs' __str__ or properties read fields that may be unset.
+        message, text = None, ""
     return f"{message}\n{text}" if isinstance(message, str) and message not in text else text
 
 
@@ -363,9 +387,8 @@ def _reasons(error: BaseException) -> set[str]:
     }
 
 
-def _cause_chain(error: BaseException) -> Iterator[BaseException]:
-    """Yields ``error`` and its explicit causes, stopping at a cycle."""
-    seen: set[int] = set()
+def _cause_chain(error: BaseException, seen: set[int]) -> Iterator[BaseException]:
+    """Yields ``error`` and its explicit causes not in ``seen``, stopping at a cycle."""
     link: BaseException | None = error
     while link is not None and id(link) not in seen:
         seen.add(id(link))

@@ -25,10 +25,10 @@ __all__ = ["LiveOwners", "RoutedConnection", "resumption_handle"]
 
 
 def resumption_handle(llm_request: LlmRequest) -> str | None:
-    """The live session-resumption handle the request carries, if any."""
+    """The live session-resumption handle the request carries, if any (an empty one is none)."""
     config = llm_request.live_connect_config
     resumption = config.session_resumption if config is not None else None
-    return resumption.handle if resumption is not None else None
+    return (resumption.handle or None) if resumption is not None else None
 
 
 class LiveOwners:

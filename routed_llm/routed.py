@@ -17,7 +17,6 @@ from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
 from routed_llm import observability
-from routed_llm.errors import DeadlineExceeded
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings
@@ -193,9 +192,9 @@ class RoutedLlm(BaseLlm):
                     try:
                         responses = call.delegate(key).generate_content_async(llm_request, stream)
                         response = await call.first_response(key, responses)
-                    except DeadlineExceeded:
-                        raise
                     except Exception as error:
+                        if error is call.deadline_error:
+                            raise
                         if responses is not None:
                             # Releases what the failed attempt holds before
                             # the router is asked again.
@@ -262,10 +261,11 @@ class RoutedLlm(BaseLlm):
                             key, stack, call.delegate(key).connect(llm_request)
                         )
                         break
-                    except DeadlineExceeded:
-                        raise
                     except Exception as error:
+                        if error is call.deadline_error:
+                            raise
                         if resuming:
+                            call.raise_if_cancelled(error)
                             raise  # The handle means nothing to another model.
                         key = await call.fail_over(key, error)
                 self._live_owners.remember(llm_request, key)

@@ -161,6 +161,8 @@ class RoutedCall:
     """
 
     __slots__ = (
+        "_cancelling",
+        "_deadline_error",
         "_errors",
         "_expires",
         "_llm_request",
@@ -181,6 +183,11 @@ class RoutedCall:
         self._snapshot: RequestSnapshot | None = None
         self._served = False
         self._started = settings.clock()
+        task = asyncio.current_task()
+        # Cancellation requests already pending when the call began (Python 3.11 leaves one behind
+        # after a failed TaskGroup); only a new one means this call is being cancelled.
+        self._cancelling = task.cancelling() if task is not None else 0
+        self._deadline_error: DeadlineExceeded | None = None
         # When the deadline runs out, on the event loop's clock (the one asyncio.timeout uses).
         self._expires = None if settings.deadline is None else _loop_time() + settings.deadline
 
@@ -198,11 +205,9 @@ class RoutedCall:
             RoutingError: If the router chose nothing, or a key that is not
                 routed.
         """
-        if len(self._models) > 1:
-            # Another key may be tried after this one: keep the caller's
-            # request as it is now, to undo the edits of this attempt and of
-            # the router that picked it.
-            self._snapshot = RequestSnapshot.take(self._llm_request)
+        # Keep the caller's request as it is now, to undo the edits of each
+        # attempt and of the router that picked it.
+        self._snapshot = RequestSnapshot.take(self._llm_request)
         key = await self._ask(None)
         if key is None:
             raise RoutingError(
@@ -223,8 +228,27 @@ class RoutedCall:
             ``key``.
         """
         self._check_known(key, cause=None)
+        self._snapshot = RequestSnapshot.take(self._llm_request)
         await self._announce(key)
         return key
+
+    @property
+    def deadline_error(self) -> DeadlineExceeded | None:
+        """The :class:`DeadlineExceeded` this call raised, if it did (not a nested model's)."""
+        return self._deadline_error
+
+    def raise_if_cancelled(self, error: Exception) -> None:
+        """Raises ``asyncio.CancelledError`` from ``error`` if this call is being cancelled.
+
+        The call is being cancelled when its task has a cancellation request
+        that was not pending when the call began, and ``error`` came from
+        that cancellation (a model or SDK that reports it as an ordinary
+        error still chains or carries the ``CancelledError``).
+        """
+        task = asyncio.current_task()
+        if task is None or task.cancelling() <= self._cancelling or not _from_cancellation(error):
+            return
+        raise asyncio.CancelledError("The call was cancelled while a model ran.") from error
 
     def delegate(self, key: str) -> BaseLlm:
         """Returns the model under ``key``, with the request addressed to it.
@@ -257,9 +281,7 @@ class RoutedCall:
                 ``error`` as its cause.
         """
         self._roll_back()
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError(f"The call was cancelled while model key {key!r} ran.") from error
+        self.raise_if_cancelled(error)
         attempt = len(self._errors) + 1
         self._errors[key] = error
         observability.record_failure(key, error)
@@ -430,7 +452,8 @@ class RoutedCall:
         deadline = self._settings.deadline
         assert deadline is not None  # Only called when a deadline is set.
         last = next(reversed(self._errors.values()), None)
-        raise DeadlineExceeded(deadline, key=key) from last
+        self._deadline_error = DeadlineExceeded(deadline, key=key)
+        raise self._deadline_error from last
 
     def _roll_back(self) -> None:
         """Returns the request to the state the caller passed it in."""
@@ -522,3 +545,18 @@ def _copy_with_metadata(response: LlmResponse, metadata: dict[str, Any]) -> LlmR
 def _loop_time() -> float:
     """The running event loop's clock, which ``asyncio.timeout`` runs on."""
     return asyncio.get_running_loop().time()
+
+
+def _from_cancellation(error: BaseException) -> bool:
+    """Whether ``error`` is, or was raised while handling, an ``asyncio.CancelledError``."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        link = pending.pop()
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        if isinstance(link, asyncio.CancelledError):
+            return True
+        pending += (link.__cause__, link.__context__)
+    return False

@@ -227,3 +227,30 @@ def test_group_behind_a_wrapper_is_read_through_the_cause_chain():
     wrapper = chained(RuntimeError("wrapped"), ExceptionGroup("task group", [PermanentModelError("bad")]))
 
     assert is_transient(wrapper) is False
+
+
+def test_vertex_context_window_overflow_is_transient():
+    error = genai_error(
+        400,
+        "INVALID_ARGUMENT",
+        "Unable to submit request because the input token count is 1200000 "
+        "but model only supports up to 1048576.",
+    )
+
+    assert is_transient(error) is True
+
+
+def test_a_cycle_through_an_exception_group_ends():
+    leaf = ConnectionError("down")
+    group = ExceptionGroup("task group", [leaf])
+    leaf.__cause__ = group
+
+    assert classify_error(group) == "transient"
+
+
+def test_absurdly_nested_groups_never_make_the_policy_raise():
+    error: BaseException = ConnectionError("down")
+    for _ in range(5000):
+        error = ExceptionGroup("nested", [error])
+
+    assert classify_error(error) == "transient"

@@ -179,3 +179,15 @@ async def test_finished_sessions_are_not_kept_alive():
     gc.collect()
 
     assert gone() is None
+
+
+async def test_an_empty_handle_is_no_resumption_and_fails_over():
+    a = ScriptedLlm(model="model-a", connect_error=ConnectionError("refused"))
+    llm = RoutedLlm(
+        models={"a": a, "b": ScriptedLlm(model="model-b", script=["live b"])}, router=picks(["a", "b"])
+    )
+
+    async with llm.connect(live_request("")) as connection:
+        responses = await collect(connection.receive())
+
+    assert texts(responses) == ["live b"]

@@ -240,3 +240,37 @@ def _in_order(models, llm_request, error_context):
     if error_context is None:
         return "primary"
     return None if "backup" in error_context.failed_keys else "backup"
+
+
+async def test_a_model_whose_task_group_failed_is_failed_over_not_taken_for_a_cancellation():
+    class UsesTaskGroup(BaseLlm):
+        async def generate_content_async(self, llm_request, stream=False):
+            async def fails() -> None:
+                raise ConnectionError("down")
+
+            async with asyncio.TaskGroup() as group:
+                group.create_task(fails())
+            yield LlmResponse()  # pragma: no cover
+
+    llm = RoutedLlm(
+        models={
+            "primary": UsesTaskGroup(model="p"),
+            "backup": ScriptedLlm(model="b", script=["from backup"]),
+        },
+        router=_in_order,
+    )
+
+    assert texts(await collect(llm.generate_content_async(make_request()))) == ["from backup"]
+
+
+async def test_an_unanswered_call_on_a_single_model_leaves_the_request_rolled_back():
+    llm = RoutedLlm(
+        models={"primary": _EditsThenFails(model="primary")},
+        router=lambda models, request, error_context: None if error_context else "primary",
+    )
+    request = make_request("question")
+
+    with pytest.raises(ConnectionError):
+        await collect(llm.generate_content_async(request))
+
+    assert request.contents[0].parts[0].text == "question"

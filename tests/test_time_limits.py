@@ -293,3 +293,24 @@ async def test_a_call_cancelled_from_outside_is_not_failed_over_even_with_a_time
 def test_time_limits_are_checked_at_construction(kwargs, error, message):
     with pytest.raises(error, match=message):
         RoutedLlm(models=[ScriptedLlm(model="a")], router=lambda *_: "a", **kwargs)
+
+
+async def test_a_nested_routed_llms_deadline_is_a_failure_the_outer_one_fails_over_from():
+    inner = RoutedLlm(models={"slow": Hanging(model="s")}, router=lambda *_: "slow", deadline=TINY)
+    outer = RoutedLlm(
+        models={"inner": inner, "backup": ScriptedLlm(model="b", script=["backup answered"])},
+        router=recording(["inner", "backup"]),
+    )
+
+    assert texts(await collect(outer.generate_content_async(make_request()))) == ["backup answered"]
+
+
+@pytest.mark.parametrize(
+    "error", [AttemptTimeout("k", 1.5), StreamStalled("k", 2.0), DeadlineExceeded(3.0, key="k")]
+)
+def test_time_limit_errors_survive_pickling(error):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(error))
+
+    assert (type(copy), str(copy)) == (type(error), str(error))
