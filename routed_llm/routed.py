@@ -17,6 +17,7 @@ from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
 from routed_llm import observability
+from routed_llm.health import HealthTracker
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings
@@ -82,6 +83,11 @@ class RoutedLlm(BaseLlm):
             together; each attempt's wait is capped by what remains. When it
             runs out, :class:`~routed_llm.DeadlineExceeded` is raised and the
             router is not asked again.
+        health: A :class:`~routed_llm.HealthTracker` told of every attempt:
+            a first response is a success, a transient or provider failure
+            counts against the key. Strategies skip keys it says are
+            unavailable. One tracker may serve several routed models whose
+            keys name the same deployments.
 
     Raises:
         ValueError: If ``models`` is empty, names a model twice, or has a
@@ -109,9 +115,12 @@ class RoutedLlm(BaseLlm):
         first_response_timeout: float | Mapping[str, float] | None = None,
         idle_timeout: float | None = None,
         deadline: float | None = None,
+        health: HealthTracker | None = None,
     ) -> None:
         resolved = _resolve_models(models)
         _check_router(router, resolved)
+        if health is not None and not isinstance(health, HealthTracker):
+            raise TypeError(f"RoutedLlm(health=...) takes a HealthTracker; got {type(health).__name__}.")
         if model is not None and not isinstance(model, str):
             raise TypeError(f"RoutedLlm(model=...) is a display name string, got {type(model).__name__}.")
         display = ", ".join(f"{key}={llm.model}" for key, llm in resolved.items())
@@ -130,6 +139,7 @@ class RoutedLlm(BaseLlm):
             ),
             idle_timeout=check_seconds("RoutedLlm", "idle_timeout", idle_timeout),
             deadline=check_seconds("RoutedLlm", "deadline", deadline),
+            health=health,
         )
 
     @property

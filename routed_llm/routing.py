@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -26,7 +26,8 @@ from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 
 from routed_llm import observability
-from routed_llm.errors import AttemptTimeout, DeadlineExceeded, RoutingError, StreamStalled
+from routed_llm.errors import AttemptTimeout, DeadlineExceeded, RoutingError, StreamStalled, classify_error
+from routed_llm.health import HealthTracker
 from routed_llm.observability import FailoverEvent, FailoverHook, RouteEvent, RouteHook
 from routed_llm.rollback import RequestSnapshot
 
@@ -140,6 +141,8 @@ class RouterSettings:
         idle_timeout: Seconds a model may go silent once it began answering.
         deadline: Seconds the whole call may wait for a first response,
             every attempt together.
+        health: Told of every attempt's outcome; strategies skip the keys
+            it says are unavailable.
     """
 
     models: Mapping[str, BaseLlm]
@@ -150,6 +153,28 @@ class RouterSettings:
     first_response_timeout: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     idle_timeout: float | None = None
     deadline: float | None = None
+    health: HealthTracker | None = None
+
+
+_health: ContextVar[HealthTracker | None] = ContextVar("routed_llm_health", default=None)
+
+
+def is_available(key: str) -> bool:
+    """Whether the call being routed may try ``key`` now, by its health tracker.
+
+    True outside a routing call and when the routed model has no
+    :class:`~routed_llm.HealthTracker`.
+    """
+    health = _health.get()
+    return health is None or health.is_available(key)
+
+
+def soonest_available(keys: Iterable[str]) -> str | None:
+    """Of ``keys``, the one whose cooldown ends soonest (the first, without a tracker)."""
+    health = _health.get()
+    if health is None:
+        return next(iter(keys), None)
+    return health.soonest(keys)
 
 
 class RoutedCall:
@@ -168,6 +193,7 @@ class RoutedCall:
         "_llm_request",
         "_models",
         "_notes",
+        "_pending",
         "_served",
         "_settings",
         "_snapshot",
@@ -188,6 +214,7 @@ class RoutedCall:
         # after a failed TaskGroup); only a new one means this call is being cancelled.
         self._cancelling = task.cancelling() if task is not None else 0
         self._deadline_error: DeadlineExceeded | None = None
+        self._pending: str | None = None  # The key whose attempt has no verdict yet.
         # When the deadline runs out, on the event loop's clock (the one asyncio.timeout uses).
         self._expires = None if settings.deadline is None else _loop_time() + settings.deadline
 
@@ -282,6 +309,7 @@ class RoutedCall:
         """
         self._roll_back()
         self.raise_if_cancelled(error)
+        self._settle(error)
         attempt = len(self._errors) + 1
         self._errors[key] = error
         observability.record_failure(key, error)
@@ -381,6 +409,7 @@ class RoutedCall:
         """
         if not self._served:
             self._roll_back()
+        self._settle(None)
         self._snapshot = None
         self._errors = {}
 
@@ -435,7 +464,21 @@ class RoutedCall:
                 # report the cancellation as an error of its own.
                 raise AttemptTimeout(key, limit) from error
         self._served = True
+        if self._pending is not None:
+            self._pending = None
+            self._settings.health.record_success(key)  # type: ignore[union-attr]
         return result
+
+    def _settle(self, error: BaseException | None) -> None:
+        """Reports the pending attempt to the health tracker: failed with ``error``, or no verdict."""
+        key, self._pending = self._pending, None
+        health = self._settings.health
+        if key is None or health is None:
+            return
+        if error is None:
+            health.release(key)  # Cancelled, cut by the deadline, or the call ended: no verdict.
+        else:
+            health.record_failure(key, error, classify_error(error))
 
     def _first_response_limit(self, key: str) -> tuple[float | None, bool]:
         """The seconds ``key`` may take to its first response, and whether the deadline sets them."""
@@ -473,6 +516,11 @@ class RoutedCall:
     async def _announce(self, key: str) -> None:
         """Counts and reports the attempt about to be made on ``key``."""
         observability.record_attempt(key)
+        health = self._settings.health
+        if health is not None:
+            self._settle(None)
+            health.try_acquire(key)  # Takes the trial when half-open; the router's pick stands either way.
+            self._pending = key
         if self._settings.on_route is not None:  # No event is built for nobody: this is the hot path.
             await observability.call_hook(
                 self._settings.on_route,
@@ -490,6 +538,7 @@ class RoutedCall:
         While the router runs, :func:`annotate_route` writes to this call.
         """
         token = _notes.set(self._notes)
+        health_token = _health.set(self._settings.health)
         try:
             choice = self._settings.router(self._models, self._llm_request, context)
             if type(choice) is str:  # The common case, checked first: this is the hot path.
@@ -497,6 +546,7 @@ class RoutedCall:
             if inspect.isawaitable(choice):
                 choice = await choice
         finally:
+            _health.reset(health_token)
             _notes.reset(token)
         if choice is None or choice == "":
             return None
