@@ -20,6 +20,7 @@ from routed_llm.errors import (
     fall_back_across_providers,
     is_transient,
 )
+from routed_llm.health import HealthChangeEvent, HealthTracker, retry_after
 from routed_llm.invocation import (
     InvocationInfo,
     RoutingPlugin,
@@ -65,6 +66,8 @@ __all__ = [
     "FailoverEvent",
     "FallbackStrategy",
     "FirstMatch",
+    "HealthChangeEvent",
+    "HealthTracker",
     "InputSizeStrategy",
     "InvocationInfo",
     "LlmRouter",
@@ -90,5 +93,6 @@ __all__ = [
     "hybrid_model_on_device_cloud",
     "invocation_scope",
     "is_transient",
+    "retry_after",
     "tabulate_arms",
 ]

@@ -82,6 +82,9 @@ _requests = _meter.create_counter("routed_llm.requests", unit="{attempt}", descr
 _failures = _meter.create_counter(
     "routed_llm.failures", unit="{attempt}", description="Attempts that failed before any output."
 )
+_skips = _meter.create_counter(
+    "routed_llm.skips", unit="{check}", description="Times a strategy found a key unavailable by its health."
+)
 _fallbacks = _meter.create_counter(
     "routed_llm.fallbacks", unit="{fallback}", description="Fallbacks between keys."
 )
@@ -120,6 +123,11 @@ def record_failure(key: str, error: BaseException) -> None:
     span = trace.get_current_span()
     if span.is_recording():
         span.add_event("routed_llm.attempt_failed", {"routed_llm.key": key, "error.type": error_type})
+
+
+def record_skip(key: str) -> None:
+    """Counts a strategy finding ``key`` unavailable (its circuit open)."""
+    _skips.add(1, {"routed_llm.key": key})
 
 
 def record_fallback(from_key: str, to_key: str) -> None:

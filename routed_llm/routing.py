@@ -166,7 +166,10 @@ def is_available(key: str) -> bool:
     :class:`~routed_llm.HealthTracker`.
     """
     health = _health.get()
-    return health is None or health.is_available(key)
+    if health is None or health.is_available(key):
+        return True
+    observability.record_skip(key)
+    return False
 
 
 def soonest_available(keys: Iterable[str]) -> str | None:

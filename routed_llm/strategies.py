@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import re
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -36,12 +37,19 @@ from typing import Any, Literal
 
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
-from google.genai import types
 
+from routed_llm._text import instruction_text, message_texts
 from routed_llm.errors import is_transient
 from routed_llm.invocation import InvocationInfo, current_invocation
 from routed_llm.routed import RoutedLlm
-from routed_llm.routing import ErrorContext, LlmRouter, annotate_route, route_notes
+from routed_llm.routing import (
+    ErrorContext,
+    LlmRouter,
+    annotate_route,
+    is_available,
+    route_notes,
+    soonest_available,
+)
 
 __all__ = [
     "CLOUD",
@@ -55,11 +63,14 @@ __all__ = [
     "InputSizeStrategy",
     "PreRoutingStrategy",
     "RoutingContext",
+    "TOKENS_PER_MESSAGE",
     "StickyPerInvocation",
     "Strategy",
     "WithFallback",
+    "estimate_tokens",
     "hybrid_model_on_device_cloud",
     "is_transient",
+    "request_text",
 ]
 
 ON_DEVICE = "on_device"
@@ -130,6 +141,16 @@ class RoutingContext:
         """
         return current_invocation()
 
+    def is_available(self, key: str) -> bool:
+        """Whether ``key`` may be tried now, by the routed model's :class:`~routed_llm.HealthTracker`.
+
+        False while the key's circuit is open and while its half-open trial
+        is in flight; always True without a tracker. Every built-in strategy
+        skips unavailable keys, and when every candidate is unavailable
+        tries the one whose cooldown ends soonest.
+        """
+        return is_available(key)
+
     def annotate(self, **values: str | int | float | bool) -> bool:
         """Records values with the route: see :func:`~routed_llm.annotate_route`."""
         return annotate_route(**values)
@@ -142,7 +163,7 @@ class RoutingContext:
     @cached_property
     def system_instruction_text(self) -> str:
         """The text of the request's system instruction ("" when it has none)."""
-        return _text_of(self.request.config.system_instruction if self.request.config else None)
+        return instruction_text(self.request.config.system_instruction if self.request.config else None)
 
 
 class Strategy(ABC):
@@ -293,40 +314,147 @@ class ConnectivityStrategy(Strategy):
         if ctx.is_failover:
             return None
         online: bool = await _resolve(self.is_online())
-        return self.online if online else self.offline
+        pick, other = (self.online, self.offline) if online else (self.offline, self.online)
+        return _available_or(pick, other, ctx)
 
 
-def _estimate_tokens(text: str) -> int:
-    """About four characters a token, rounded up: a cheap, conservative guess."""
-    return math.ceil(len(text) / 4)
+def request_text(request: LlmRequest, *, system_instruction: bool = True, thoughts: bool = False) -> str:
+    """Everything a model reads of ``request``, as one text.
+
+    The system instruction (a string, a ``Part``, a ``Content`` or a list of
+    them), then the parts of every turn: text as it is, function calls and
+    function responses as the JSON a model is shown, code and code results as
+    their text. Media have no text and are left out. The messages are joined
+    by newlines. ``InputSizeStrategy(max_chars=...)`` measures this text, and
+    :func:`estimate_tokens` estimates its tokens.
+
+    Args:
+        request: The request.
+        system_instruction: Whether to include the system instruction.
+        thoughts: Whether to include thought parts (a model does not read its
+            own past thoughts; a privacy rule may want to).
+
+    Returns:
+        The text, "" for a request with none.
+    """
+    return "\n".join(message_texts(request, system_instruction=system_instruction, thoughts=thoughts))
+
+
+TOKENS_PER_MESSAGE = 4
+"""What :func:`estimate_tokens` adds for each message: a chat template's role markers."""
+
+
+def estimate_tokens(source: LlmRequest | str) -> int:
+    """Estimates, without a tokenizer, how many tokens a model reads; errs high.
+
+    The default counter of :class:`InputSizeStrategy`. For a request it counts
+    what :func:`request_text` reads (the system instruction, every turn,
+    function calls and responses), plus :data:`TOKENS_PER_MESSAGE` for each
+    message; for a string, that string alone.
+
+    Costs are per script, measured against SmolLM2's tokenizer (49,152 byte
+    pairs, trained mostly on English, so it splits other scripts finely; a
+    larger multilingual tokenizer such as Gemini's needs fewer tokens, so the
+    estimate stays on the safe side). ``benchmarks/token_estimate.py``
+    measures it, and ``docs/strategies.md`` shows the table:
+
+    * Latin-script words: at least one token each; 0.2 tokens a letter in
+      text that reads as English (by its share of common English words), up
+      to 0.45 in other languages, plus 0.5 for each accented letter;
+    * digits, punctuation and symbols of ASCII: one token each; a line
+      break: one; a run of several spaces: one;
+    * Greek, Cyrillic, Armenian, Hebrew and Arabic letters: 1.1 each;
+    * Chinese characters and kanji: 2.2 each; kana, CJK punctuation and
+      full-width forms: 2.0 each;
+    * emoji: 3 each; anything else: its UTF-8 length in bytes (a byte-level
+      tokenizer's worst case), e.g. 3 for a Hangul syllable.
+
+    Rare Chinese characters cost a byte-level tokenizer up to 3 tokens and
+    are undercounted; pass a real counter (``LlamaCppLlm.count_tokens``, say)
+    to :class:`InputSizeStrategy` where precision matters.
+
+    Args:
+        source: A request, or a text.
+
+    Returns:
+        The estimated number of tokens, rounded up.
+    """
+    if isinstance(source, str):
+        return math.ceil(_text_tokens(source))
+    return math.ceil(sum(TOKENS_PER_MESSAGE + _text_tokens(text) for text in message_texts(source)))
+
+
+# Common English words: their share tells English (0.2 tokens a letter for an
+# English tokenizer) from other Latin-script languages (up to 0.45).
+_ENGLISH_WORDS = frozenset(
+    """the of and to a in is it that for on with as was at by be this are or from an not but have has had
+    he she they we you i his her their its our your my me him them us there here what which who when where
+    how why all any some no one two can could will would should may might must do does did been were if
+    then than so also just about into over after before up out more most other such only very like these
+    those because while""".split()
+)
+_LATIN_WORD = re.compile(r"[A-Za-z\u00C0-\u024F]+")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _text_tokens(text: str) -> float:
+    words = _LATIN_WORD.findall(text)
+    english = sum(word.lower() in _ENGLISH_WORDS for word in words) / len(words) if words else 0.0
+    per_letter = 0.45 - 0.2 * min(1.0, max(0.0, (english - 0.05) / 0.2))
+    tokens = sum(max(1.0, per_letter * len(word)) + 0.5 * sum(not c.isascii() for c in word) for word in words)
+    for run in _WHITESPACE.findall(text):
+        tokens += run.count("\n") or int(len(run) > 1)
+    return tokens + sum(_char_tokens(char) for char in _LATIN_WORD.sub("", text) if not char.isspace())
+
+
+def _char_tokens(char: str) -> float:
+    code = ord(char)
+    if code < 0x80:
+        return 1.0
+    if 0x0370 <= code <= 0x07FF:  # Greek, Cyrillic, Armenian, Hebrew, Arabic...
+        return 1.1
+    if 0x3400 <= code <= 0x4DBF or 0x4E00 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF:
+        return 2.2  # CJK ideographs.
+    if 0x3000 <= code <= 0x30FF or 0xFF00 <= code <= 0xFFEF:
+        return 2.0  # CJK punctuation, kana, full-width forms.
+    if code == 0xFE0F:  # Emoji presentation selector.
+        return 1.0
+    if code == 0x200D:  # Zero-width joiner, inside emoji sequences.
+        return 2.0
+    if 0x1F000 <= code <= 0x1FAFF:  # Emoji.
+        return 3.0
+    return float(len(char.encode()))
 
 
 @dataclass(frozen=True)
 class InputSizeStrategy(Strategy):
     """Sends small inputs to one key and large ones to another.
 
-    Size is :attr:`RoutingContext.input_text`: the text of the request's
-    contents, every turn included, since all of it fills the model's context.
-    The system instruction counts only with ``count_system_instruction=True``.
-    Give exactly one limit: ``max_chars``, or ``max_tokens`` measured by
-    ``count_tokens`` (by default an estimate of four characters a token; pass
-    a real tokenizer's counter for precision).
+    Size is everything the model reads: the system instruction, every turn,
+    function calls and responses (:func:`request_text`). Give exactly one
+    limit: ``max_chars``, the length of that text, or ``max_tokens``, counted
+    by ``count_tokens``. The default counter, :func:`estimate_tokens`, errs
+    high; for the model's own count pass its counter, e.g.
+    ``count_tokens=on_device.count_tokens`` for a
+    :class:`~routed_llm.ondevice.LlamaCppLlm`.
 
     Args:
         max_chars: Inputs of at most this many characters are small.
         max_tokens: Inputs of at most this many tokens are small.
         small: The key for small inputs.
         large: The key for large inputs.
-        count_tokens: Counts the tokens of a text, for ``max_tokens``.
-        count_system_instruction: Whether the system instruction counts too.
+        count_tokens: Counts the tokens of a request, for ``max_tokens``.
+        count_system_instruction: Whether the system instruction counts; with
+            False only the turns do (the counter gets the request without
+            its system instruction).
     """
 
     max_chars: int | None = field(default=None, kw_only=True)
     max_tokens: int | None = field(default=None, kw_only=True)
     small: str = field(default=ON_DEVICE, kw_only=True)
     large: str = field(default=CLOUD, kw_only=True)
-    count_tokens: Callable[[str], int] = field(default=_estimate_tokens, kw_only=True)
-    count_system_instruction: bool = field(default=False, kw_only=True)
+    count_tokens: Callable[[LlmRequest], int] = field(default=estimate_tokens, kw_only=True)
+    count_system_instruction: bool = field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
         if (self.max_chars is None) == (self.max_tokens is None):
@@ -348,13 +476,26 @@ class InputSizeStrategy(Strategy):
         """Returns ``small`` or ``large`` on the first pick, None after."""
         if ctx.is_failover:
             return None
-        text = ctx.input_text
-        if self.count_system_instruction and ctx.system_instruction_text:
-            text = f"{ctx.system_instruction_text}\n{text}"
         if self.max_chars is not None:
+            text = request_text(ctx.request, system_instruction=self.count_system_instruction)
             return self.small if len(text) <= self.max_chars else self.large
         assert self.max_tokens is not None  # Checked at construction.
-        return self.small if self.count_tokens(text) <= self.max_tokens else self.large
+        request = ctx.request if self.count_system_instruction else _without_system_instruction(ctx.request)
+        tokens = self.count_tokens(request)
+        if isinstance(tokens, bool) or not isinstance(tokens, int):
+            raise TypeError(
+                f"InputSizeStrategy(count_tokens=...) returned {tokens!r}; it takes the LlmRequest "
+                "and returns its number of tokens (an int)."
+            )
+        return self.small if tokens <= self.max_tokens else self.large
+
+
+def _without_system_instruction(request: LlmRequest) -> LlmRequest:
+    """A shallow copy of ``request`` with no system instruction, for a counter to read."""
+    if request.config is None or request.config.system_instruction is None:
+        return request
+    config = request.config.model_copy(update={"system_instruction": None})
+    return request.model_copy(update={"config": config})
 
 
 @dataclass(frozen=True)
@@ -432,7 +573,9 @@ class WithFallback(Strategy):
     async def decide(self, ctx: RoutingContext) -> Decision:
         """Returns the strategy's pick first, then the tail's next key."""
         if not ctx.is_failover:
-            return await decide(self.strategy, ctx) or self.fallback_order[0]
+            return await decide(self.strategy, ctx) or _next_in_order(
+                self.fallback_order, ctx, self.is_transient
+            )
         return _next_in_order(self.fallback_order, ctx, self.is_transient)
 
 
@@ -527,7 +670,8 @@ class ABTestStrategy(Strategy):
         unit_id = self._unit_id(ctx)
         arm = self.assign(unit_id) if unit_id else self.default_arm
         ctx.annotate(experiment=self.experiment, arm=arm)
-        return arm
+        # An arm whose circuit is open is served by the fallback tail (WithFallback), still recorded.
+        return arm if ctx.is_available(arm) else None
 
     def _unit_id(self, ctx: RoutingContext) -> str | None:
         if callable(self.unit):
@@ -585,7 +729,12 @@ class StickyPerInvocation(Strategy):
         if invocation is None:
             return await decide(self.strategy, ctx)
         remembered = self._chosen.get(invocation.invocation_id)
-        if remembered is not None and not ctx.is_failover and remembered[0] in ctx.models:
+        if (
+            remembered is not None
+            and not ctx.is_failover
+            and remembered[0] in ctx.models
+            and ctx.is_available(remembered[0])
+        ):
             self._chosen.move_to_end(invocation.invocation_id)
             kept, notes = remembered
             ctx.annotate(**notes)
@@ -634,7 +783,13 @@ def _next_in_order(order: Sequence[str], ctx: RoutingContext, may_fall_back: Tra
     if ctx.error_context is not None and not may_fall_back(ctx.error_context.last_error):
         return None
     failed = ctx.failed_keys
-    return next((key for key in order if key not in failed), None)
+    candidates = [key for key in order if key not in failed]
+    return next((key for key in candidates if ctx.is_available(key)), None) or soonest_available(candidates)
+
+
+def _available_or(pick: str, other: str, ctx: RoutingContext) -> str:
+    """``pick``, unless its health says no and ``other``'s says yes."""
+    return other if not ctx.is_available(pick) and ctx.is_available(other) else pick
 
 
 async def _resolve(value: Any) -> Any:
@@ -642,21 +797,6 @@ async def _resolve(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
-
-
-def _text_of(instruction: object) -> str:
-    """The text of a system instruction in any of the shapes genai accepts."""
-    if instruction is None:
-        return ""
-    if isinstance(instruction, str):
-        return instruction
-    if isinstance(instruction, types.Part):
-        return instruction.text or ""
-    if isinstance(instruction, types.Content):
-        return "\n".join(part.text for part in instruction.parts or () if part.text)
-    if isinstance(instruction, (list, tuple)):
-        return "\n".join(filter(None, (_text_of(item) for item in instruction)))
-    return ""
 
 
 def _require_callable(what: str, value: object) -> None:
