@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_servers import Error, FakeGemini
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,14 +33,16 @@ def test_ci_runs_the_readmes_test_command_verbatim():
     assert quick_start_commands()[1] in ci_lines
 
 
-def run_example(*path: str, without_api_key: bool = False) -> subprocess.CompletedProcess[str]:
+def run_example(
+    *path: str, without_api_key: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Runs an example script; fails the test if it exits non-zero."""
     hidden = {"GOOGLE_API_KEY", "GEMINI_API_KEY"} if without_api_key else set()
     return subprocess.run(
         [sys.executable, str(ROOT.joinpath("examples", *path))],
         capture_output=True,
         text=True,
-        env={key: value for key, value in os.environ.items() if key not in hidden},
+        env={key: value for key, value in os.environ.items() if key not in hidden} | (env or {}),
         timeout=300,
         check=True,
     )
@@ -112,3 +116,24 @@ def test_hybrid_demo_answers_on_device_and_says_why_without_an_api_key():
     )
     assert "[on_device (smollm2-135m-instruct): private prompt stays on the device]" in result.stdout
     assert result.stderr == ""
+
+
+def test_hybrid_demo_answers_on_device_when_the_cloud_key_is_stale():
+    pytest.importorskip("llama_cpp", reason="install the 'ondevice' extra (nox does)")
+    stale = Error(
+        400, "INVALID_ARGUMENT", "API key expired. Please renew the API key.", reason="API_KEY_INVALID"
+    )
+    server = FakeGemini().start()
+    server.script("gemini-2.5-flash", *[stale] * 10)
+    try:
+        result = run_example(
+            "hybrid",
+            "run.py",
+            env={"GOOGLE_API_KEY": "stale-key", "GOOGLE_GEMINI_BASE_URL": server.url},
+        )
+    finally:
+        server.stop()
+
+    assert "cloud failed: ClientError -> on_device" in result.stdout
+    assert server.calls_to("gemini-2.5-flash")
+    assert "Traceback" not in result.stderr

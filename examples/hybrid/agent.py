@@ -7,7 +7,8 @@ on-device model (SmolLM2-135M on llama.cpp) and Gemini:
 2. otherwise the cloud is used when it is reachable (a ``GOOGLE_API_KEY`` is
    set), the device when it is not;
 3. after a failure only the device is tried, so a private prompt never
-   reaches the cloud, and a cloud outage lands on the device.
+   reaches the cloud, and a cloud outage, or a stale or invalid cloud key
+   (``fall_back_across_providers``), lands on the device.
 
 ``adk run examples/hybrid`` and ``adk web examples`` pick up ``root_agent``;
 ``python examples/hybrid/run.py`` asks it a few questions and says why each
@@ -23,7 +24,7 @@ from google.adk.agents import LlmAgent
 from google.adk.models import Gemini
 from google.genai import types
 
-from routed_llm import hybrid_model_on_device_cloud
+from routed_llm import fall_back_across_providers, hybrid_model_on_device_cloud
 from routed_llm.ondevice import LlamaCppLlm
 from routed_llm.strategies import (
     CLOUD,
@@ -67,6 +68,8 @@ root_agent = LlmAgent(
                 ]
             ),
             fallback_order=[ON_DEVICE],
+            # Cloud and device are different providers: a stale cloud key lands on the device.
+            is_transient=fall_back_across_providers,
         ),
     ),
     instruction="You are a helpful assistant. Answer in one short sentence.",
