@@ -56,9 +56,9 @@ def gemini(base_url: str, name: str, *, timeout_s: float | None = None, cls: typ
     return cls(model=name, client=Client(api_key="benchmark-key", http_options=options))
 
 
-def request() -> LlmRequest:
+def request(model: str) -> LlmRequest:
     return LlmRequest(
-        model="benchmark",
+        model=model,
         contents=[types.Content(role="user", parts=[types.Part(text="What is the capital of France?")])],
         config=types.GenerateContentConfig(),
     )
@@ -74,7 +74,7 @@ async def answer(llm: BaseLlm) -> tuple[float, str]:
     """Seconds to the end of one call, and how it ended."""
     started = time.perf_counter()
     try:
-        async for _ in llm.generate_content_async(request()):
+        async for _ in llm.generate_content_async(request(llm.model)):
             pass
         outcome = "answered"
     except Exception as error:
