@@ -48,6 +48,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def benchmark(session: nox.Session) -> None:
-    """Measures RoutedLlm's per-call overhead (not part of the default run)."""
+    """Measures RoutedLlm's overhead and resilience (not part of the default run)."""
     session.install("-e", ".")
     session.run("python", "benchmarks/overhead.py", *session.posargs)
+    for transport in ("httpx", "aiohttp"):
+        session.install("aiohttp")
+        session.run("python", "benchmarks/resilience.py", "--transport", transport)
