@@ -56,6 +56,7 @@ __all__ = [
     "ON_DEVICE",
     "PREFER_IN_CLOUD",
     "PREFER_ON_DEVICE",
+    "TOKENS_PER_MESSAGE",
     "ABTestStrategy",
     "ConnectivityStrategy",
     "FallbackStrategy",
@@ -63,7 +64,6 @@ __all__ = [
     "InputSizeStrategy",
     "PreRoutingStrategy",
     "RoutingContext",
-    "TOKENS_PER_MESSAGE",
     "StickyPerInvocation",
     "Strategy",
     "WithFallback",
@@ -358,7 +358,7 @@ def estimate_tokens(source: LlmRequest | str) -> int:
     estimate stays on the safe side). ``benchmarks/token_estimate.py``
     measures it, and ``docs/strategies.md`` shows the table:
 
-    * Latin-script words: at least one token each; 0.2 tokens a letter in
+    * Latin-script words: at least one token each; 0.25 tokens a letter in
       text that reads as English (by its share of common English words), up
       to 0.45 in other languages, plus 0.5 for each accented letter;
     * digits, punctuation and symbols of ASCII: one token each; a line
@@ -377,11 +377,11 @@ def estimate_tokens(source: LlmRequest | str) -> int:
         source: A request, or a text.
 
     Returns:
-        The estimated number of tokens, rounded up.
+        The estimated number of tokens, each message's rounded up.
     """
     if isinstance(source, str):
         return math.ceil(_text_tokens(source))
-    return math.ceil(sum(TOKENS_PER_MESSAGE + _text_tokens(text) for text in message_texts(source)))
+    return sum(TOKENS_PER_MESSAGE + math.ceil(_text_tokens(text)) for text in message_texts(source))
 
 
 # Common English words: their share tells English (0.2 tokens a letter for an
@@ -391,7 +391,7 @@ _ENGLISH_WORDS = frozenset(
     he she they we you i his her their its our your my me him them us there here what which who when where
     how why all any some no one two can could will would should may might must do does did been were if
     then than so also just about into over after before up out more most other such only very like these
-    those because while""".split()
+    those because while""".split()  # noqa: SIM905 - a word list reads best as text.
 )
 _LATIN_WORD = re.compile(r"[A-Za-z\u00C0-\u024F]+")
 _WHITESPACE = re.compile(r"\s+")
@@ -401,7 +401,9 @@ def _text_tokens(text: str) -> float:
     words = _LATIN_WORD.findall(text)
     english = sum(word.lower() in _ENGLISH_WORDS for word in words) / len(words) if words else 0.0
     per_letter = 0.45 - 0.2 * min(1.0, max(0.0, (english - 0.05) / 0.2))
-    tokens = sum(max(1.0, per_letter * len(word)) + 0.5 * sum(not c.isascii() for c in word) for word in words)
+    tokens = sum(
+        max(1.0, per_letter * len(word)) + 0.5 * sum(not c.isascii() for c in word) for word in words
+    )
     for run in _WHITESPACE.findall(text):
         tokens += run.count("\n") or int(len(run) > 1)
     return tokens + sum(_char_tokens(char) for char in _LATIN_WORD.sub("", text) if not char.isspace())
@@ -478,16 +480,21 @@ class InputSizeStrategy(Strategy):
             return None
         if self.max_chars is not None:
             text = request_text(ctx.request, system_instruction=self.count_system_instruction)
-            return self.small if len(text) <= self.max_chars else self.large
-        assert self.max_tokens is not None  # Checked at construction.
-        request = ctx.request if self.count_system_instruction else _without_system_instruction(ctx.request)
-        tokens = self.count_tokens(request)
-        if isinstance(tokens, bool) or not isinstance(tokens, int):
-            raise TypeError(
-                f"InputSizeStrategy(count_tokens=...) returned {tokens!r}; it takes the LlmRequest "
-                "and returns its number of tokens (an int)."
+            small = len(text) <= self.max_chars
+        else:
+            assert self.max_tokens is not None  # Checked at construction.
+            request = (
+                ctx.request if self.count_system_instruction else _without_system_instruction(ctx.request)
             )
-        return self.small if tokens <= self.max_tokens else self.large
+            tokens = self.count_tokens(request)
+            if isinstance(tokens, bool) or not isinstance(tokens, int):
+                raise TypeError(
+                    f"InputSizeStrategy(count_tokens=...) returned {tokens!r}; it takes the LlmRequest "
+                    "and returns its number of tokens (an int)."
+                )
+            small = tokens <= self.max_tokens
+        pick, other = (self.small, self.large) if small else (self.large, self.small)
+        return _available_or(pick, other, ctx)
 
 
 def _without_system_instruction(request: LlmRequest) -> LlmRequest:

@@ -15,7 +15,13 @@ from routed_llm import (
     RoutedLlm,
     fall_back_across_providers,
 )
-from routed_llm.strategies import ABTestStrategy, ConnectivityStrategy, FallbackStrategy, WithFallback
+from routed_llm.strategies import (
+    ABTestStrategy,
+    ConnectivityStrategy,
+    FallbackStrategy,
+    InputSizeStrategy,
+    WithFallback,
+)
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, make_request, texts
 
@@ -208,3 +214,15 @@ async def test_a_plain_router_reads_the_tracker_it_was_given():
 def test_health_must_be_a_health_tracker():
     with pytest.raises(TypeError, match="HealthTracker"):
         RoutedLlm(models=[ScriptedLlm(model="a")], router=lambda *_: "a", health=object())  # type: ignore[arg-type]
+
+
+async def test_input_size_picks_its_other_key_while_the_chosen_one_is_open():
+    health = tracker(Clock(), failure_threshold=1)
+    health.record_failure("on_device", unavailable(), "transient")
+    llm = RoutedLlm(
+        models={"on_device": ScriptedLlm(model="d"), "cloud": ScriptedLlm(model="c", script=["cloud"])},
+        router=InputSizeStrategy(max_chars=1000),
+        health=health,
+    )
+
+    assert await ask(llm) == ["cloud"]

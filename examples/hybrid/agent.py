@@ -3,7 +3,8 @@
 The model is the seed's "route by rule, then fall back" recipe over a real
 on-device model (SmolLM2-135M on llama.cpp) and Gemini:
 
-1. a privacy rule keeps prompts that mention private matters on the device;
+1. a privacy rule (``privacy.py``) keeps requests that mention private
+   matters on the device: it reads everything the cloud would receive;
 2. otherwise the cloud is used when it is reachable (a ``GOOGLE_API_KEY`` is
    set), the device when it is not;
 3. after a failure only the device is tried, so a private prompt never
@@ -18,7 +19,6 @@ answer came from where it did.
 from __future__ import annotations
 
 import os
-import re
 
 from google.adk.agents import LlmAgent
 from google.adk.models import Gemini
@@ -32,19 +32,10 @@ from routed_llm.strategies import (
     ConnectivityStrategy,
     FirstMatch,
     PreRoutingStrategy,
-    RoutingContext,
     WithFallback,
 )
 
-PRIVATE = re.compile(r"\b(private|password|medical|diagnos\w*|salary|bank)\b", re.IGNORECASE)
-
-
-def privacy_rule(ctx: RoutingContext) -> str:
-    """Keeps private prompts on the device ("" = no decision)."""
-    if PRIVATE.search(ctx.input_text):
-        ctx.annotate(reason="private prompt stays on the device")
-        return ON_DEVICE
-    return ""
+from .privacy import privacy_rule
 
 
 def cloud_reachable() -> bool:
