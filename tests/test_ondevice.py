@@ -22,9 +22,10 @@ from google.adk.models import Gemini
 from google.adk.models.llm_request import LlmRequest
 from google.genai import types
 
-from routed_llm import hybrid_model_on_device_cloud, is_transient, ondevice
+from routed_llm import RoutedLlm, hybrid_model_on_device_cloud, is_transient, ondevice
 from routed_llm.ondevice import LlamaCppLlm, OnDeviceModelError, OnDeviceRequestError, default_model_path
 from routed_llm.strategies import CLOUD, ON_DEVICE, PREFER_IN_CLOUD, FallbackStrategy, InputSizeStrategy
+from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, get_weather, run_agent, texts
 from tests.fake_servers import ClosedPort, Error, FakeGemini, Text
 
@@ -608,3 +609,38 @@ async def test_queued_device_calls_do_not_delay_a_cloud_call(device, gemini_serv
     assert not any(task.done() for task in queued)  # The device calls are all still waiting their turn.
     await held.aclose()
     await asyncio.gather(*queued)
+
+
+def hybrid_with_limit(device: LlamaCppLlm, **limits) -> RoutedLlm:
+    return RoutedLlm(
+        models={ON_DEVICE: device, CLOUD: ScriptedLlm(model="cloud", script=["from the cloud"])},
+        router=FallbackStrategy([ON_DEVICE, CLOUD]),
+        **limits,
+    )
+
+
+async def test_a_queued_device_attempt_past_first_response_timeout_fails_over_and_never_generates(
+    device, generations, paused
+):
+    held = await hold(device, paused)
+
+    responses = await collect(
+        hybrid_with_limit(device, first_response_timeout={ON_DEVICE: 0.05}).generate_content_async(request())
+    )
+
+    assert texts(responses) == ["from the cloud"]
+    assert responses[0].custom_metadata["routed_llm"]["errors"] == {ON_DEVICE: "AttemptTimeout"}
+    assert len(generations.prompts) == 1  # Only the held generation reached llama.cpp.
+    await held.aclose()
+
+
+async def test_a_device_attempt_cut_mid_generation_fails_over_and_frees_the_device(device):
+    long_prompt = request("Summarise this. " + "The lighthouse keeper counted the ships. " * 50)
+
+    responses = await collect(
+        hybrid_with_limit(device, first_response_timeout=0.001).generate_content_async(long_prompt)
+    )
+
+    assert texts(responses) == ["from the cloud"]
+    assert responses[0].custom_metadata["routed_llm"]["errors"] == {ON_DEVICE: "AttemptTimeout"}
+    assert texts(await collect(device.generate_content_async(request())))[0].strip()
