@@ -35,6 +35,32 @@ def texts(responses: list[LlmResponse]) -> list[str]:
     return ["".join(part.text or "" for part in r.content.parts or []) for r in responses if r.content]
 
 
+def in_order(order: list[str]):
+    """A router that tries ``order``'s keys in turn; ``router.seen`` records each error context.
+
+    ``order`` is read at every ask, so a test may change it between calls.
+    """
+    seen: list[object] = []
+
+    def router(models, llm_request, error_context):
+        seen.append(error_context)
+        failed = error_context.failed_keys if error_context else frozenset()
+        return next((key for key in order if key not in failed), None)
+
+    router.seen = seen  # type: ignore[attr-defined]
+    return router
+
+
+def weather_round_trip() -> list[types.Content]:
+    """A model turn calling ``get_weather`` and the user turn answering it."""
+    call = types.FunctionCall(name="get_weather", args={"city": "Paris"})
+    answer = types.FunctionResponse(name="get_weather", response={"forecast": "sunny"})
+    return [
+        types.Content(role="model", parts=[types.Part(function_call=call)]),
+        types.Content(role="user", parts=[types.Part(function_response=answer)]),
+    ]
+
+
 def get_weather(city: str) -> dict[str, str]:
     """Returns the weather for a city (a tool for agent tests)."""
     return {"forecast": f"sunny in {city}"}

@@ -12,7 +12,7 @@ from google.genai import types
 
 from routed_llm import RoutedLlm
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import collect, make_request, texts
+from tests.conftest import collect, in_order, make_request, texts
 
 
 def live_request(handle: str | None = None, *, resumable: bool = True) -> LlmRequest:
@@ -23,23 +23,11 @@ def live_request(handle: str | None = None, *, resumable: bool = True) -> LlmReq
     return request
 
 
-def picks(order: list[str]):
-    asked: list[object] = []
-
-    def router(models, llm_request, error_context):
-        asked.append(error_context)
-        failed = error_context.failed_keys if error_context else frozenset()
-        return next((key for key in order if key not in failed), None)
-
-    router.asked = asked  # type: ignore[attr-defined]
-    return router
-
-
 async def test_a_reconnect_with_a_handle_goes_to_the_key_that_opened_the_session():
     a = ScriptedLlm(model="model-a", script=["first", "resumed on a"])
     b = ScriptedLlm(model="model-b", script=["never"])
     order = ["a", "b"]
-    llm = RoutedLlm(models={"a": a, "b": b}, router=picks(order))
+    llm = RoutedLlm(models={"a": a, "b": b}, router=in_order(order))
     request = live_request()
     async with llm.connect(request) as connection:
         await collect(connection.receive())
@@ -54,7 +42,7 @@ async def test_a_reconnect_with_a_handle_goes_to_the_key_that_opened_the_session
 
 
 async def test_a_reconnect_with_a_handle_does_not_ask_the_router():
-    router = picks(["a", "b"])
+    router = in_order(["a", "b"])
     llm = RoutedLlm(
         models={"a": ScriptedLlm(model="model-a", script=["1", "2"]), "b": ScriptedLlm(model="b")},
         router=router,
@@ -67,7 +55,7 @@ async def test_a_reconnect_with_a_handle_does_not_ask_the_router():
     async with llm.connect(request):
         pass
 
-    assert router.asked == [None]
+    assert router.seen == [None]
 
 
 class GoesDown(ScriptedLlm):
@@ -90,7 +78,7 @@ async def test_a_reconnect_whose_owner_fails_propagates_without_failover():
     owner_is_down: list[BaseException] = []
     a = GoesDown(model="model-a", down=owner_is_down)
     b = ScriptedLlm(model="model-b", script=["never"])
-    llm = RoutedLlm(models={"a": a, "b": b}, router=picks(["a", "b"]))
+    llm = RoutedLlm(models={"a": a, "b": b}, router=in_order(["a", "b"]))
     request = live_request()
     async with llm.connect(request):
         pass
@@ -107,7 +95,7 @@ async def test_a_reconnect_whose_owner_fails_propagates_without_failover():
 
 async def test_with_nothing_remembered_the_model_name_on_the_request_finds_the_owner():
     b = ScriptedLlm(model="model-b", script=["resumed on b"])
-    llm = RoutedLlm(models={"a": ScriptedLlm(model="model-a"), "b": b}, router=picks(["a", "b"]))
+    llm = RoutedLlm(models={"a": ScriptedLlm(model="model-a"), "b": b}, router=in_order(["a", "b"]))
     request = live_request("earlier-handle")
     request.model = "model-b"
 
@@ -120,7 +108,7 @@ async def test_with_nothing_remembered_the_model_name_on_the_request_finds_the_o
 async def test_a_model_name_two_keys_share_identifies_no_one():
     llm = RoutedLlm(
         models={"east": ScriptedLlm(model="gemini"), "west": ScriptedLlm(model="gemini")},
-        router=picks(["east"]),
+        router=in_order(["east"]),
     )
     request = live_request("earlier-handle")
     request.model = "gemini"
@@ -131,7 +119,7 @@ async def test_a_model_name_two_keys_share_identifies_no_one():
 
 
 async def test_a_model_name_no_key_serves_identifies_no_one():
-    llm = RoutedLlm(models={"a": ScriptedLlm(model="model-a")}, router=picks(["a"]))
+    llm = RoutedLlm(models={"a": ScriptedLlm(model="model-a")}, router=in_order(["a"]))
     request = live_request("earlier-handle")
     request.model = "retired-model"
 
@@ -144,7 +132,7 @@ async def test_a_fresh_run_carrying_a_handle_goes_to_the_routers_first_pick_with
     error = ConnectionError("refused")
     a = ScriptedLlm(model="model-a", connect_error=error)
     b = ScriptedLlm(model="model-b", script=["never"])
-    llm = RoutedLlm(models={"a": a, "b": b}, router=picks(["a", "b"]))
+    llm = RoutedLlm(models={"a": a, "b": b}, router=in_order(["a", "b"]))
     request = live_request("handle-from-an-earlier-run")
     request.model = llm.model
 
@@ -159,7 +147,7 @@ async def test_a_fresh_run_carrying_a_handle_goes_to_the_routers_first_pick_with
 async def test_a_first_connection_with_resumption_enabled_but_no_handle_still_fails_over():
     a = ScriptedLlm(model="model-a", connect_error=ConnectionError("refused"))
     llm = RoutedLlm(
-        models={"a": a, "b": ScriptedLlm(model="model-b", script=["live b"])}, router=picks(["a", "b"])
+        models={"a": a, "b": ScriptedLlm(model="model-b", script=["live b"])}, router=in_order(["a", "b"])
     )
 
     async with llm.connect(live_request()) as connection:
@@ -169,7 +157,7 @@ async def test_a_first_connection_with_resumption_enabled_but_no_handle_still_fa
 
 
 async def test_finished_sessions_are_not_kept_alive():
-    llm = RoutedLlm(models={"a": ScriptedLlm(model="model-a", script=["1"])}, router=picks(["a"]))
+    llm = RoutedLlm(models={"a": ScriptedLlm(model="model-a", script=["1"])}, router=in_order(["a"]))
     request = live_request()
     async with llm.connect(request):
         pass
@@ -184,7 +172,7 @@ async def test_finished_sessions_are_not_kept_alive():
 async def test_an_empty_handle_is_no_resumption_and_fails_over():
     a = ScriptedLlm(model="model-a", connect_error=ConnectionError("refused"))
     llm = RoutedLlm(
-        models={"a": a, "b": ScriptedLlm(model="model-b", script=["live b"])}, router=picks(["a", "b"])
+        models={"a": a, "b": ScriptedLlm(model="model-b", script=["live b"])}, router=in_order(["a", "b"])
     )
 
     async with llm.connect(live_request("")) as connection:

@@ -26,7 +26,7 @@ from routed_llm import RoutedLlm, hybrid_model_on_device_cloud, is_transient, on
 from routed_llm.ondevice import LlamaCppLlm, OnDeviceModelError, OnDeviceRequestError, default_model_path
 from routed_llm.strategies import CLOUD, ON_DEVICE, PREFER_IN_CLOUD, FallbackStrategy, InputSizeStrategy
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import collect, get_weather, run_agent, texts
+from tests.conftest import collect, get_weather, run_agent, texts, weather_round_trip
 from tests.fake_servers import ClosedPort, Error, FakeGemini, Text
 
 QUESTION = "What is the capital of France?"
@@ -447,22 +447,7 @@ async def test_count_tokens_is_the_prompt_the_model_reads(device):
 def test_count_tokens_counts_function_calls_and_responses_without_refusing(device):
     plain = request("What is the weather in Paris?")
     with_tools = request("What is the weather in Paris?")
-    with_tools.contents += [
-        types.Content(
-            role="model",
-            parts=[types.Part(function_call=types.FunctionCall(name="get_weather", args={"city": "Paris"}))],
-        ),
-        types.Content(
-            role="user",
-            parts=[
-                types.Part(
-                    function_response=types.FunctionResponse(
-                        name="get_weather", response={"forecast": "sunny"}
-                    )
-                )
-            ],
-        ),
-    ]
+    with_tools.contents += weather_round_trip()
 
     assert device.count_tokens(with_tools) > device.count_tokens(plain) + 10
 

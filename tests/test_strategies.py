@@ -27,7 +27,7 @@ from routed_llm.strategies import (
     request_text,
 )
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import make_request
+from tests.conftest import make_request, weather_round_trip
 
 MODELS = MappingProxyType({key: ScriptedLlm(model=key) for key in ("a", "b", "c", ON_DEVICE, CLOUD)})
 
@@ -147,22 +147,7 @@ async def test_input_size_counts_a_list_form_system_instruction():
 
 async def test_input_size_counts_function_calls_and_responses():
     request = make_request("weather?")
-    request.contents += [
-        types.Content(
-            role="model",
-            parts=[types.Part(function_call=types.FunctionCall(name="get_weather", args={"city": "Paris"}))],
-        ),
-        types.Content(
-            role="user",
-            parts=[
-                types.Part(
-                    function_response=types.FunctionResponse(
-                        name="get_weather", response={"forecast": "sunny"}
-                    )
-                )
-            ],
-        ),
-    ]
+    request.contents += weather_round_trip()
 
     assert await route(InputSizeStrategy(max_chars=20), request=request) == CLOUD
     assert await route(InputSizeStrategy(max_tokens=12), request=request) == CLOUD

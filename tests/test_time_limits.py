@@ -18,10 +18,10 @@ from google.adk.models.llm_response import LlmResponse
 from google.genai import errors, types
 from pydantic import ConfigDict, PrivateAttr
 
-from routed_llm import AttemptTimeout, DeadlineExceeded, ErrorContext, RoutedLlm, StreamStalled
+from routed_llm import AttemptTimeout, DeadlineExceeded, RoutedLlm, StreamStalled
 from routed_llm.strategies import FallbackStrategy
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import collect, make_request, texts
+from tests.conftest import collect, in_order, make_request, texts
 
 TINY = 0.01
 
@@ -64,20 +64,8 @@ class Hanging(BaseLlm):
         yield  # type: ignore[misc]  # pragma: no cover
 
 
-def recording(order: list[str]):
-    seen: list[ErrorContext | None] = []
-
-    def router(models, llm_request, error_context):
-        seen.append(error_context)
-        failed = error_context.failed_keys if error_context else frozenset()
-        return next((key for key in order if key not in failed), None)
-
-    router.seen = seen  # type: ignore[attr-defined]
-    return router
-
-
 async def test_a_model_silent_past_first_response_timeout_is_cut_and_the_router_gets_attempt_timeout():
-    router = recording(["primary", "backup"])
+    router = in_order(["primary", "backup"])
     llm = RoutedLlm(
         models={"primary": Hanging(model="p"), "backup": ScriptedLlm(model="b", script=["from backup"])},
         router=router,
@@ -96,7 +84,7 @@ async def test_the_timed_out_attempt_is_cancelled():
     primary = Hanging(model="p")
     llm = RoutedLlm(
         models={"primary": primary, "backup": ScriptedLlm(model="b", script=["ok"])},
-        router=recording(["primary", "backup"]),
+        router=in_order(["primary", "backup"]),
         first_response_timeout=TINY,
     )
 
@@ -106,7 +94,7 @@ async def test_the_timed_out_attempt_is_cancelled():
 
 
 async def test_a_timeout_is_an_attempt_timeout_even_when_the_model_reports_its_cancellation_as_an_error():
-    router = recording(["primary", "backup"])
+    router = in_order(["primary", "backup"])
     llm = RoutedLlm(
         models={
             "primary": Hanging(model="p", report_cancel_as=ConnectionError),
@@ -145,7 +133,7 @@ class Slow(ScriptedLlm):
 async def test_a_key_left_out_of_the_timeout_mapping_has_no_limit():
     llm = RoutedLlm(
         models={"primary": Slow(model="p", script=["from primary"]), "backup": ScriptedLlm(model="b")},
-        router=recording(["primary", "backup"]),
+        router=in_order(["primary", "backup"]),
         first_response_timeout={"backup": TINY},
     )
 
@@ -155,7 +143,7 @@ async def test_a_key_left_out_of_the_timeout_mapping_has_no_limit():
 async def test_a_key_in_the_timeout_mapping_has_its_limit():
     llm = RoutedLlm(
         models={"primary": Slow(model="p", script=["late"]), "backup": ScriptedLlm(model="b", script=["b"])},
-        router=recording(["primary", "backup"]),
+        router=in_order(["primary", "backup"]),
         first_response_timeout={"primary": TINY},
     )
 
@@ -164,7 +152,7 @@ async def test_a_key_in_the_timeout_mapping_has_its_limit():
 
 async def test_a_stream_silent_past_idle_timeout_raises_stream_stalled_without_failover():
     primary = Hanging(model="p", before=1)
-    router = recording(["primary", "backup"])
+    router = in_order(["primary", "backup"])
     llm = RoutedLlm(
         models={"primary": primary, "backup": ScriptedLlm(model="b")},
         router=router,
@@ -200,7 +188,7 @@ def unavailable() -> errors.ServerError:
 
 async def test_a_deadline_that_runs_out_raises_deadline_exceeded_chained_to_the_last_model_error():
     first_error = unavailable()
-    router = recording(["primary", "backup"])
+    router = in_order(["primary", "backup"])
     llm = RoutedLlm(
         models={"primary": ScriptedLlm(model="p", script=[first_error]), "backup": Hanging(model="b")},
         router=router,
@@ -215,7 +203,7 @@ async def test_a_deadline_that_runs_out_raises_deadline_exceeded_chained_to_the_
 
 
 async def test_the_router_is_not_asked_again_once_the_deadline_ran_out():
-    router = recording(["primary", "backup", "third"])
+    router = in_order(["primary", "backup", "third"])
     llm = RoutedLlm(
         models={
             "primary": ScriptedLlm(model="p", script=[unavailable()]),
@@ -235,7 +223,7 @@ async def test_the_router_is_not_asked_again_once_the_deadline_ran_out():
 async def test_the_deadline_caps_a_longer_first_response_timeout():
     llm = RoutedLlm(
         models={"primary": Hanging(model="p"), "backup": ScriptedLlm(model="b")},
-        router=recording(["primary", "backup"]),
+        router=in_order(["primary", "backup"]),
         first_response_timeout=3600.0,
         deadline=TINY,
     )
@@ -247,7 +235,7 @@ async def test_the_deadline_caps_a_longer_first_response_timeout():
 
 
 async def test_first_response_timeout_bounds_opening_a_live_connection():
-    router = recording(["primary", "backup"])
+    router = in_order(["primary", "backup"])
     llm = RoutedLlm(
         models={"primary": Hanging(model="p"), "backup": ScriptedLlm(model="b", script=["live"])},
         router=router,
@@ -265,7 +253,7 @@ async def test_a_call_cancelled_from_outside_is_not_failed_over_even_with_a_time
     backup = ScriptedLlm(model="b", script=["ok"])
     llm = RoutedLlm(
         models={"primary": Hanging(model="p"), "backup": backup},
-        router=recording(["primary", "backup"]),
+        router=in_order(["primary", "backup"]),
         first_response_timeout=3600.0,
     )
 
@@ -299,7 +287,7 @@ async def test_a_nested_routed_llms_deadline_is_a_failure_the_outer_one_fails_ov
     inner = RoutedLlm(models={"slow": Hanging(model="s")}, router=lambda *_: "slow", deadline=TINY)
     outer = RoutedLlm(
         models={"inner": inner, "backup": ScriptedLlm(model="b", script=["backup answered"])},
-        router=recording(["inner", "backup"]),
+        router=in_order(["inner", "backup"]),
     )
 
     assert texts(await collect(outer.generate_content_async(make_request()))) == ["backup answered"]
