@@ -2,11 +2,13 @@
 
 ``RoutedLlm`` is one ADK model that holds several and asks a router which one
 serves each request, failing over when the chosen model breaks before it has
-said anything. Ready-made routers live in :mod:`routed_llm.strategies`.
+said anything; ``RoutedAgent`` does the same between whole agents. Ready-made
+routers for both live in :mod:`routed_llm.strategies`.
 """
 
 from __future__ import annotations
 
+from routed_llm.agent import AgentRouter, RoutedAgent
 from routed_llm.analysis import ArmStats, format_arm_table, tabulate_arms
 from routed_llm.errors import (
     AttemptTimeout,
@@ -57,6 +59,7 @@ __all__ = [
     "PREFER_IN_CLOUD",
     "PREFER_ON_DEVICE",
     "ABTestStrategy",
+    "AgentRouter",
     "ArmStats",
     "AttemptTimeout",
     "ConnectivityStrategy",
@@ -74,6 +77,7 @@ __all__ = [
     "PermanentModelError",
     "PreRoutingStrategy",
     "RouteEvent",
+    "RoutedAgent",
     "RoutedConnection",
     "RoutedLlm",
     "RoutingContext",

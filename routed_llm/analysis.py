@@ -1,7 +1,8 @@
 """Reading experiments back out of stored session events.
 
 Every response a ``RoutedLlm`` serves records its route in
-``custom_metadata["routed_llm"]``, and ADK stores that with the session's
+``custom_metadata["routed_llm"]``, every event a ``RoutedAgent`` passes on in
+``custom_metadata["routed_agent"]``, and ADK stores both with the session's
 events. :func:`tabulate_arms` counts, per A/B arm, the answers, the failovers
 and the tokens::
 
@@ -15,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from google.adk.events.event import Event
 from google.adk.models.llm_response import LlmResponse
 
+from routed_llm.agent import METADATA_KEY as AGENT_METADATA_KEY
 from routed_llm.routing import METADATA_KEY
 
 __all__ = ["ArmStats", "format_arm_table", "tabulate_arms"]
@@ -51,6 +54,11 @@ class ArmStats:
 def tabulate_arms(events: Iterable[LlmResponse], *, experiment: str | None = None) -> dict[str, ArmStats]:
     """Counts answers, failovers and tokens per A/B arm.
 
+    A ``RoutedLlm``'s arm counts each model response as an answer. A
+    ``RoutedAgent``'s arm counts each invocation's final response (the
+    answer the user sees) as an answer, and the tokens of every model call
+    of the invocation.
+
     Args:
         events: Session events (or any ``LlmResponse``). Partial streaming
             chunks and events without an arm are skipped.
@@ -61,25 +69,35 @@ def tabulate_arms(events: Iterable[LlmResponse], *, experiment: str | None = Non
     """
     table: dict[str, ArmStats] = {}
     for event in events:
-        route = (event.custom_metadata or {}).get(METADATA_KEY)
-        if event.partial or not isinstance(route, dict) or "arm" not in route:
+        if event.partial:
             continue
-        if experiment is not None and route.get("experiment") != experiment:
-            continue
-        arm = str(route["arm"])
-        stats = table.get(arm, ArmStats(arm=arm))
-        served = dict(stats.served_by)
-        served[route["key"]] = served.get(route["key"], 0) + 1
-        usage = event.usage_metadata
-        table[arm] = replace(
-            stats,
-            answers=stats.answers + 1,
-            failovers=stats.failovers + (1 if route.get("failed_keys") else 0),
-            served_by=tuple(served.items()),
-            prompt_tokens=stats.prompt_tokens + ((usage.prompt_token_count or 0) if usage else 0),
-            output_tokens=stats.output_tokens + ((usage.candidates_token_count or 0) if usage else 0),
-        )
+        for metadata_key in (METADATA_KEY, AGENT_METADATA_KEY):
+            route = (event.custom_metadata or {}).get(metadata_key)
+            if not isinstance(route, dict) or "arm" not in route:
+                continue
+            if experiment is not None and route.get("experiment") != experiment:
+                continue
+            answer = metadata_key == METADATA_KEY or _is_final(event)
+            arm = str(route["arm"])
+            stats = table.get(arm, ArmStats(arm=arm))
+            served = dict(stats.served_by)
+            if answer:
+                served[route["key"]] = served.get(route["key"], 0) + 1
+            usage = event.usage_metadata
+            table[arm] = replace(
+                stats,
+                answers=stats.answers + answer,
+                failovers=stats.failovers + (1 if answer and route.get("failed_keys") else 0),
+                served_by=tuple(served.items()),
+                prompt_tokens=stats.prompt_tokens + ((usage.prompt_token_count or 0) if usage else 0),
+                output_tokens=stats.output_tokens + ((usage.candidates_token_count or 0) if usage else 0),
+            )
     return table
+
+
+def _is_final(event: LlmResponse) -> bool:
+    """Whether ``event`` is an invocation's answer to the user (an ADK final response)."""
+    return bool(event.is_final_response()) if isinstance(event, Event) else True
 
 
 def format_arm_table(table: dict[str, ArmStats]) -> str:

@@ -1,10 +1,25 @@
 """The router loop: ask the router for a key, fail over while it allows.
 
-One :class:`RoutedCall` lives for one model call (a turn or a live
-connection) and holds everything that call needs to remember: the keys that
-failed, their errors, and the snapshot that rolls the request back between
-attempts. Nothing of it lives on the :class:`~routed_llm.RoutedLlm`, so one
-instance serves any number of concurrent calls.
+These are the failover rules of both :class:`~routed_llm.RoutedLlm` (keys
+name models, one call is a model call) and :class:`~routed_llm.RoutedAgent`
+(keys name agents, one call is an invocation), written once:
+
+* the router's first pick must be a routed key (else :class:`RoutingError`);
+* an attempt that fails before its first output sends the router round again
+  with an :class:`ErrorContext`, after the attempt's side effects are rolled
+  back; each key runs at most once per call;
+* a router that stops (``None``, or a key that already failed) lets the last
+  error propagate, the very object; an unknown key is a :class:`RoutingError`
+  chained to it;
+* once an attempt produced output, the call belongs to it;
+* every attempt is counted, announced to ``on_route`` and, when it fails,
+  to ``on_failover``.
+
+One :class:`RoutedCall` lives for one call and holds everything that call
+needs to remember: the keys that failed, their errors, and the snapshot that
+rolls its subject (the request, or the session state) back between attempts.
+Nothing of it lives on the routed model or agent, so one instance serves any
+number of concurrent calls.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NoReturn, TypeAlias, TypeVar
+from typing import Any, NoReturn, Protocol, TypeAlias, TypeVar
 
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.base_llm_connection import BaseLlmConnection
@@ -37,12 +52,14 @@ __all__ = [
     "LlmRouter",
     "RoutedCall",
     "RouterSettings",
+    "Snapshot",
     "annotate_route",
 ]
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_R = TypeVar("_R", bound=LlmResponse)
 
 METADATA_KEY = "routed_llm"
 """The key under which each response's ``custom_metadata`` records its route."""
@@ -87,7 +104,7 @@ and the edits are undone before the router is asked again.
 """
 
 
-_RESERVED_NOTES = frozenset({"key", "model", "failed_keys", "errors", "attempts", "inner"})
+_RESERVED_NOTES = frozenset({"key", "model", "agent", "router", "failed_keys", "errors", "attempts", "inner"})
 _notes: ContextVar[dict[str, Any] | None] = ContextVar("routed_llm_route_notes", default=None)
 
 
@@ -111,7 +128,7 @@ def annotate_route(**values: str | int | float | bool) -> bool:
     """
     clash = sorted(_RESERVED_NOTES.intersection(values))
     if clash:
-        raise ValueError(f"annotate_route() cannot set {clash}: RoutedLlm records those itself.")
+        raise ValueError(f"annotate_route() cannot set {clash}: the route record holds those itself.")
     notes = _notes.get()
     if notes is None:
         return False
@@ -124,12 +141,19 @@ def route_notes() -> Mapping[str, Any]:
     return MappingProxyType(_notes.get() or {})
 
 
+class Snapshot(Protocol):
+    """What an attempt changed, ready to be undone."""
+
+    def restore(self) -> None:
+        """Puts the subject back as it was when the snapshot was taken."""
+
+
 @dataclass(frozen=True)
 class RouterSettings:
-    """What every call of one ``RoutedLlm`` shares.
+    """What every call of one ``RoutedLlm`` (or ``RoutedAgent``) shares.
 
     Attributes:
-        models: The routed models by key.
+        models: What the keys route to (models, or agents) by key.
         router: The router that picks among them.
         on_route: Called with a :class:`~routed_llm.RouteEvent` per attempt.
         on_failover: Called with a :class:`~routed_llm.FailoverEvent` per
@@ -143,10 +167,15 @@ class RouterSettings:
             every attempt together.
         health: Told of every attempt's outcome; strategies skip the keys
             it says are unavailable.
+        snapshot: Records a call's subject (the request, or the invocation)
+            before the first router ask, to roll back every failed attempt.
+        label: What a key names, for the route record and messages:
+            ``"model"`` (named by ``.model``) or ``"agent"`` (``.name``).
+        record: Entries every route record carries (a routed agent's name).
     """
 
-    models: Mapping[str, BaseLlm]
-    router: LlmRouter
+    models: Mapping[str, Any]
+    router: Callable[..., Any]
     on_route: RouteHook | None = None
     on_failover: FailoverHook | None = None
     clock: Callable[[], float] = time.perf_counter
@@ -154,6 +183,9 @@ class RouterSettings:
     idle_timeout: float | None = None
     deadline: float | None = None
     health: HealthTracker | None = None
+    snapshot: Callable[[Any], Snapshot] = RequestSnapshot.take
+    label: str = "model"
+    record: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 _health: ContextVar[HealthTracker | None] = ContextVar("routed_llm_health", default=None)
@@ -181,11 +213,12 @@ def soonest_available(keys: Iterable[str]) -> str | None:
 
 
 class RoutedCall:
-    """The routing state of one model call.
+    """The routing state of one call: a model call, or an agent's invocation.
 
     Args:
-        settings: What the ``RoutedLlm`` routes with.
-        llm_request: The caller's request, edited in place as models require.
+        settings: What the ``RoutedLlm`` or ``RoutedAgent`` routes with.
+        subject: What the router is shown: the caller's ``LlmRequest`` (edited
+            in place as models require) or the ``InvocationContext``.
     """
 
     __slots__ = (
@@ -193,7 +226,6 @@ class RoutedCall:
         "_deadline_error",
         "_errors",
         "_expires",
-        "_llm_request",
         "_models",
         "_notes",
         "_pending",
@@ -201,15 +233,16 @@ class RoutedCall:
         "_settings",
         "_snapshot",
         "_started",
+        "_subject",
     )
 
-    def __init__(self, settings: RouterSettings, llm_request: LlmRequest) -> None:
+    def __init__(self, settings: RouterSettings, subject: Any) -> None:
         self._settings = settings
         self._models = settings.models
-        self._llm_request = llm_request
+        self._subject = subject
         self._errors: dict[str, BaseException] = {}
         self._notes: dict[str, Any] = {}
-        self._snapshot: RequestSnapshot | None = None
+        self._snapshot: Snapshot | None = None
         self._served = False
         self._started = settings.clock()
         task = asyncio.current_task()
@@ -237,11 +270,11 @@ class RoutedCall:
         """
         # Keep the caller's request as it is now, to undo the edits of each
         # attempt and of the router that picked it.
-        self._snapshot = RequestSnapshot.take(self._llm_request)
+        self._snapshot = self._settings.snapshot(self._subject)
         key = await self._ask(None)
         if key is None:
             raise RoutingError(
-                "The router chose no model for the request. Return one of the keys "
+                f"The router chose no {self._settings.label} for the request. Return one of the keys "
                 f"{self._key_list()}, or put a strategy with a default last in the chain.",
                 key=None,
                 available=tuple(self._models),
@@ -258,7 +291,7 @@ class RoutedCall:
             ``key``.
         """
         self._check_known(key, cause=None)
-        self._snapshot = RequestSnapshot.take(self._llm_request)
+        self._snapshot = self._settings.snapshot(self._subject)
         await self._announce(key)
         return key
 
@@ -286,8 +319,8 @@ class RoutedCall:
         Models read the model name off the request, so it is set to the
         delegate's own name before every attempt.
         """
-        model = self._models[key]
-        self._llm_request.model = model.model
+        model: BaseLlm = self._models[key]
+        self._subject.model = model.model
         return model
 
     async def fail_over(self, key: str, error: Exception) -> str:
@@ -339,12 +372,16 @@ class RoutedCall:
             logger.debug("Router stopped after %r failed with %s.", key, type(error).__name__)
             raise error
         logger.warning(
-            "Model key %r failed with %s; failing over to %r.", key, type(error).__name__, next_key
+            "%s key %r failed with %s; failing over to %r.",
+            self._settings.label.capitalize(),
+            key,
+            type(error).__name__,
+            next_key,
         )
         await self._announce(next_key)
         return next_key
 
-    async def first_response(self, key: str, responses: AsyncIterator[LlmResponse]) -> LlmResponse | None:
+    async def first_response(self, key: str, responses: AsyncIterator[_R]) -> _R | None:
         """Waits for the first response of ``key``'s model, within the time limits.
 
         Returns:
@@ -420,15 +457,21 @@ class RoutedCall:
         """The ``custom_metadata`` entry that records how ``key`` came to serve."""
         return {
             **self._notes,
+            **self._settings.record,
             "key": key,
-            "model": self._models[key].model,
+            self._settings.label: self.name_of(key),
             "failed_keys": list(self._errors),
             "errors": {failed: type(error).__name__ for failed, error in self._errors.items()},
             "attempts": len(self._errors) + 1,
         }
 
+    def name_of(self, key: str) -> str:
+        """The name of the model (or agent) under ``key``."""
+        routee = self._models[key]
+        return str(routee.model if self._settings.label == "model" else routee.name)
+
     @staticmethod
-    def stamp(response: LlmResponse, route: dict[str, Any]) -> LlmResponse:
+    def stamp(response: _R, route: dict[str, Any], metadata_key: str = METADATA_KEY) -> _R:
         """Returns a copy of ``response`` that records ``route`` in its ``custom_metadata``.
 
         The delegate's own object is never changed: a delegate may yield one
@@ -436,17 +479,18 @@ class RoutedCall:
         The copy is shallow (content and parts are shared, as ADK shares
         them between an event and the session). Metadata the delegate set is
         kept; if the delegate is itself routed, its own route is kept under
-        ``"inner"``.
+        ``"inner"``. Events (an ``LlmResponse`` subclass) are stamped the same
+        way, under ``metadata_key``.
         """
         existing = response.custom_metadata
         entry = dict(route, failed_keys=list(route["failed_keys"]), errors=dict(route["errors"]))
         if existing:
-            inner = existing.get(METADATA_KEY)
+            inner = existing.get(metadata_key)
             if inner is not None:
                 entry["inner"] = inner
-            metadata = {**existing, METADATA_KEY: entry}
+            metadata = {**existing, metadata_key: entry}
         else:
-            metadata = {METADATA_KEY: entry}
+            metadata = {metadata_key: entry}
         return _copy_with_metadata(response, metadata)
 
     async def _first(self, key: str, waiting: Awaitable[_T]) -> _T:
@@ -513,7 +557,7 @@ class RoutedCall:
         if self._settings.on_failover is not None:
             await observability.call_hook(
                 self._settings.on_failover,
-                FailoverEvent(key, self._models[key].model, attempt, error, next_key, self._elapsed()),
+                FailoverEvent(key, self.name_of(key), attempt, error, next_key, self._elapsed()),
             )
 
     async def _announce(self, key: str) -> None:
@@ -528,7 +572,7 @@ class RoutedCall:
             await observability.call_hook(
                 self._settings.on_route,
                 RouteEvent(
-                    key, self._models[key].model, len(self._errors) + 1, tuple(self._errors), self._elapsed()
+                    key, self.name_of(key), len(self._errors) + 1, tuple(self._errors), self._elapsed()
                 ),
             )
 
@@ -543,7 +587,7 @@ class RoutedCall:
         token = _notes.set(self._notes)
         health_token = _health.set(self._settings.health)
         try:
-            choice = self._settings.router(self._models, self._llm_request, context)
+            choice = self._settings.router(self._models, self._subject, context)
             if type(choice) is str:  # The common case, checked first: this is the hot path.
                 return choice or None
             if inspect.isawaitable(choice):
@@ -566,7 +610,7 @@ class RoutedCall:
         """Raises :class:`RoutingError` if ``key`` is not a routed model."""
         if key not in self._models:
             raise RoutingError(
-                f"The router chose {key!r}, which is not one of the routed models; "
+                f"The router chose {key!r}, which is not one of the routed {self._settings.label}s; "
                 f"available keys: {self._key_list()}.",
                 key=key,
                 available=tuple(self._models),
@@ -576,7 +620,7 @@ class RoutedCall:
         return ", ".join(repr(key) for key in self._models)
 
 
-def _copy_with_metadata(response: LlmResponse, metadata: dict[str, Any]) -> LlmResponse:
+def _copy_with_metadata(response: _R, metadata: dict[str, Any]) -> _R:
     """A shallow copy of ``response`` with ``custom_metadata`` replaced.
 
     What ``response.model_copy(update=...)`` does, at about half the cost:

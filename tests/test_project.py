@@ -137,3 +137,24 @@ def test_hybrid_demo_answers_on_device_when_the_cloud_key_is_stale():
     assert "cloud failed: ClientError -> on_device" in result.stdout
     assert server.calls_to("gemini-2.5-flash")
     assert "Traceback" not in result.stderr
+
+
+def test_routed_agent_example_routes_by_rule_and_fails_over_to_the_general_agent():
+    result = run_example("routed_agent", "run.py")
+
+    assert result.stdout.splitlines()[2::3] == [
+        "   answered by 'billing' (rule: billing words)",
+        "   answered by 'general' (no rule matched)",
+        "   answered by 'general' (rule: billing words) after billing failed: ConnectionError",
+    ]
+    assert "Invoice 4711 was paid on 2026-11-03." in result.stdout
+
+
+def test_prompt_ab_example_tabulates_both_instructions_over_200_users():
+    result = run_example("routed_agent", "prompt_ab.py")
+
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"concise", "step_by_step"}
+    answers = [int(row.split("|")[2]) for row in rows.values()]
+    assert sum(answers) == 200
+    assert all(answers)

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from google.adk.models.base_llm import BaseLlm
+from google.adk.agents.callback_context import CallbackContext
+from google.adk.agents.invocation_context import InvocationContext
 from google.adk.models.llm_request import LlmRequest
+from google.genai import types
 
 from routed_llm._text import instruction_text
 from routed_llm.errors import is_transient
@@ -38,15 +40,25 @@ TransientPolicy = Callable[[BaseException], bool]
 class RoutingContext:
     """What a strategy decides on.
 
+    A strategy routes a :class:`~routed_llm.RoutedLlm`'s model calls and a
+    :class:`~routed_llm.RoutedAgent`'s invocations alike. Routing agents,
+    there is no request yet (``request`` is None): :attr:`input_text` is the
+    user's message for this invocation, :attr:`invocation` comes straight
+    from ADK's invocation context, and ``models`` holds the agents.
+
     Attributes:
-        request: The request being routed. Read it; do not edit it.
-        models: The routed models by key.
+        request: The model request being routed, or None when routing agents.
+            Read it; do not edit it.
+        models: The routed models (or agents) by key.
         error_context: None on the first pick, else what failed so far.
+        invocation_context: ADK's invocation context when routing agents,
+            else None.
     """
 
-    request: LlmRequest
-    models: Mapping[str, BaseLlm]
+    request: LlmRequest | None
+    models: Mapping[str, Any]
     error_context: ErrorContext | None = None
+    invocation_context: InvocationContext | None = None
 
     @property
     def is_failover(self) -> bool:
@@ -65,22 +77,35 @@ class RoutingContext:
         Text parts of every content (user and model turns alike) joined by
         newlines; thoughts, function calls and responses and media are not
         text and are left out. The system instruction is not included: see
-        :attr:`system_instruction_text`.
+        :attr:`system_instruction_text`. Routing agents, the text of the
+        user's message for this invocation.
         """
         return "\n".join(
             part.text
-            for content in self.request.contents
+            for content in self.contents
             for part in content.parts or ()
             if part.text and not part.thought
         )
 
     @property
+    def contents(self) -> list[types.Content]:
+        """The request's contents; routing agents, the user's message alone (if any)."""
+        if self.request is not None:
+            return self.request.contents
+        user_content = self.invocation_context.user_content if self.invocation_context else None
+        return [user_content] if user_content is not None else []
+
+    @property
     def invocation(self) -> InvocationInfo | None:
         """Who is asking: user, session, invocation, agent, app and state.
 
-        Set when the runner has a :class:`~routed_llm.RoutingPlugin` (or the
-        agent uses :func:`~routed_llm.capture_invocation`); None otherwise.
+        Routing a model, set when the runner has a
+        :class:`~routed_llm.RoutingPlugin` (or the agent uses
+        :func:`~routed_llm.capture_invocation`), None otherwise. Routing
+        agents, always set, from the invocation context.
         """
+        if self.invocation_context is not None:
+            return InvocationInfo.of(CallbackContext(self.invocation_context))
         return current_invocation()
 
     def is_available(self, key: str) -> bool:
@@ -104,8 +129,10 @@ class RoutingContext:
 
     @cached_property
     def system_instruction_text(self) -> str:
-        """The text of the request's system instruction ("" when it has none)."""
-        return instruction_text(self.request.config.system_instruction if self.request.config else None)
+        """The text of the request's system instruction ("" when it has none, or routing agents)."""
+        if self.request is None or self.request.config is None:
+            return ""
+        return instruction_text(self.request.config.system_instruction)
 
 
 class Strategy(ABC):
@@ -143,12 +170,16 @@ class Strategy(ABC):
 
     async def __call__(
         self,
-        models: Mapping[str, BaseLlm],
-        llm_request: LlmRequest,
+        models: Mapping[str, Any],
+        subject: LlmRequest | InvocationContext,
         error_context: ErrorContext | None,
     ) -> str | None:
-        """Routes like any router: see :data:`~routed_llm.LlmRouter`."""
-        return await decide(self, RoutingContext(llm_request, models, error_context))
+        """Routes like any router: see :data:`~routed_llm.LlmRouter` and :data:`~routed_llm.AgentRouter`."""
+        if isinstance(subject, InvocationContext):
+            ctx = RoutingContext(None, models, error_context, invocation_context=subject)
+        else:
+            ctx = RoutingContext(subject, models, error_context)
+        return await decide(self, ctx)
 
 
 async def decide(strategy: Strategy, ctx: RoutingContext) -> Decision:

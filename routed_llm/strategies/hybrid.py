@@ -155,14 +155,15 @@ class InputSizeStrategy(Strategy):
         """Returns ``small`` or ``large`` on the first pick, None after."""
         if ctx.is_failover:
             return None
+        # Routing agents there is no request yet: the user's message is the input.
+        request = ctx.request or LlmRequest(contents=ctx.contents)
         if self.max_chars is not None:
-            text = request_text(ctx.request, system_instruction=self.count_system_instruction)
+            text = request_text(request, system_instruction=self.count_system_instruction)
             small = len(text) <= self.max_chars
         else:
             assert self.max_tokens is not None  # Checked at construction.
-            request = (
-                ctx.request if self.count_system_instruction else _without_system_instruction(ctx.request)
-            )
+            if not self.count_system_instruction:
+                request = _without_system_instruction(request)
             tokens = self.count_tokens(request)
             if isinstance(tokens, bool) or not isinstance(tokens, int):
                 raise TypeError(
