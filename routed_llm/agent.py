@@ -188,6 +188,36 @@ class RoutedAgent(BaseAgent):
             call.release()
 
 
+def record_resumed(ctx: InvocationContext, event: Event) -> Event | None:
+    """Records the route on an event of a routed agent that ADK's runner ran directly.
+
+    An answered function call goes straight to the agent that made it, not
+    through its :class:`RoutedAgent`. Its events then get the record of the
+    latest routed turn of the outermost ``RoutedAgent`` above it, marked
+    ``"resumed": True``. :class:`~routed_llm.RoutingPlugin` calls this for
+    every event.
+
+    Returns:
+        A stamped copy of ``event``, or None when it needs no record (it has
+        one, or no ``RoutedAgent`` is above the agent that ran).
+    """
+    if event.custom_metadata and METADATA_KEY in event.custom_metadata:
+        return None
+    router: RoutedAgent | None = None
+    agent: BaseAgent | None = ctx.agent if isinstance(ctx.agent, BaseAgent) else None
+    while agent is not None:
+        if isinstance(agent, RoutedAgent):
+            router = agent
+        agent = agent.parent_agent
+    if router is None:
+        return None
+    for past in reversed(ctx.session.events):
+        record = (past.custom_metadata or {}).get(METADATA_KEY)
+        if isinstance(record, dict) and record.get("router") == router.name:
+            return RoutedCall.stamp(event, {**record, "resumed": True}, METADATA_KEY)
+    return None
+
+
 class _SessionSnapshot:
     """The session state and agent states of an invocation, to undo a failed attempt.
 

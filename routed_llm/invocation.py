@@ -31,10 +31,14 @@ from types import MappingProxyType
 from typing import Any
 
 from google.adk.agents.callback_context import CallbackContext
+from google.adk.agents.invocation_context import InvocationContext
+from google.adk.events.event import Event
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.adk.plugins.base_plugin import BasePlugin
 from typing_extensions import override
+
+from routed_llm.agent import record_resumed
 
 __all__ = ["InvocationInfo", "RoutingPlugin", "capture_invocation", "current_invocation", "invocation_scope"]
 
@@ -125,6 +129,12 @@ def capture_invocation(callback_context: CallbackContext, llm_request: LlmReques
 class RoutingPlugin(BasePlugin):
     """An ADK plugin that tells routers who is asking.
 
+    It also records the route on the events of a routed agent that ADK's
+    runner resumes directly (an answered function call goes straight to the
+    agent that made it, not through its :class:`~routed_llm.RoutedAgent`):
+    they carry the route of the turn that made the call, marked
+    ``"resumed": True``.
+
     Register it on the runner (or app): ``plugins=[RoutingPlugin()]``.
 
     Args:
@@ -140,3 +150,8 @@ class RoutingPlugin(BasePlugin):
     ) -> LlmResponse | None:
         """Captures the invocation before each model call."""
         return capture_invocation(callback_context, llm_request)
+
+    @override
+    async def on_event_callback(self, *, invocation_context: InvocationContext, event: Event) -> Event | None:
+        """Records the route on the events of a routed agent the runner resumed directly."""
+        return record_resumed(invocation_context, event)

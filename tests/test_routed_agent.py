@@ -26,6 +26,7 @@ from routed_llm import (
     RouteEvent,
     RoutingContext,
     RoutingError,
+    RoutingPlugin,
     WithFallback,
     annotate_route,
     tabulate_arms,
@@ -537,6 +538,47 @@ async def test_a_long_running_tool_is_answered_by_the_agent_that_asked_without_r
     assert answers(resumed) == ["Refund approved."]
     assert resumed[-1].author == "billing"
     assert len(router.seen) == 1
+
+
+async def test_with_the_routing_plugin_a_resumed_agents_events_carry_the_route_of_the_turn_that_asked() -> (
+    None
+):
+    def approve(amount: int) -> dict[str, str]:
+        """Asks a human to approve a refund."""
+        return {"status": "pending"}
+
+    call = types.Part(function_call=types.FunctionCall(name="approve", args={"amount": 5}, id="call-1"))
+    billing = llm_agent(
+        "billing",
+        call,
+        "Waiting for approval.",
+        "Refund approved.",
+        tools=[LongRunningFunctionTool(func=approve)],
+    )
+    agent = routed(
+        {"general": llm_agent("general", ConnectionError("x")), "billing": billing},
+        in_order(["general", "billing"]),
+    )
+    runner = make_runner(agent, plugins=[RoutingPlugin()])
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+    await run_agent(agent, "refund me", runner=runner, session_id=session.id)
+    answer = types.Content(
+        role="user",
+        parts=[
+            types.Part(
+                function_response=types.FunctionResponse(
+                    name="approve", id="call-1", response={"status": "approved"}
+                )
+            )
+        ],
+    )
+
+    resumed = [
+        event async for event in runner.run_async(user_id="user", session_id=session.id, new_message=answer)
+    ]
+
+    record = resumed[-1].custom_metadata[RECORD]
+    assert (record["key"], record["failed_keys"], record["resumed"]) == ("billing", ["general"], True)
 
 
 # Strategies as agent routers --------------------------------------------------------------------
