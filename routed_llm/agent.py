@@ -16,7 +16,7 @@ from typing_extensions import override
 
 from routed_llm import observability
 from routed_llm.observability import FailoverHook, RouteHook
-from routed_llm.routing import ErrorContext, RoutedCall, RouterSettings
+from routed_llm.routing import ErrorContext, RoutedCall, RouterSettings, check_router
 
 __all__ = ["METADATA_KEY", "AgentRouter", "RoutedAgent"]
 
@@ -117,7 +117,12 @@ class RoutedAgent(BaseAgent):
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         resolved = _resolve_agents(agents)
-        _check_router(router, resolved)
+        check_router(
+            router,
+            resolved,
+            owner="RoutedAgent",
+            signature="router(agents, invocation_context, error_context)",
+        )
         for hook_name, hook in (("on_route", on_route), ("on_failover", on_failover), ("clock", clock)):
             if hook is not None and not callable(hook):
                 raise TypeError(f"RoutedAgent({hook_name}=...) must be callable; got {type(hook).__name__}.")
@@ -297,20 +302,3 @@ def _resolve_agents(agents: Mapping[str, BaseAgent] | Sequence[BaseAgent]) -> di
         names[agent.name] = key
         resolved[key] = agent
     return resolved
-
-
-def _check_router(router: object, agents: Mapping[str, BaseAgent]) -> None:
-    """Rejects a router that cannot be called or that names unknown keys."""
-    if not callable(router):
-        raise TypeError(
-            "RoutedAgent(router=...) must be callable as router(agents, invocation_context, "
-            f"error_context); got {type(router).__name__}."
-        )
-    declared = getattr(router, "declared_keys", None)
-    if isinstance(declared, frozenset):
-        unknown = sorted(declared - agents.keys())
-        if unknown:
-            raise ValueError(
-                f"The router can choose the keys {unknown}, which are not in agents "
-                f"({', '.join(repr(key) for key in agents)}). Add those agents or change the router."
-            )

@@ -20,7 +20,7 @@ from routed_llm import observability
 from routed_llm.health import HealthTracker
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
-from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings
+from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings, check_router
 from routed_llm.timeouts import check_seconds, per_key_seconds
 
 __all__ = ["RoutedLlm"]
@@ -118,7 +118,9 @@ class RoutedLlm(BaseLlm):
         health: HealthTracker | None = None,
     ) -> None:
         resolved = _resolve_models(models)
-        _check_router(router, resolved)
+        check_router(
+            router, resolved, owner="RoutedLlm", signature="router(models, llm_request, error_context)"
+        )
         if health is not None and not isinstance(health, HealthTracker):
             raise TypeError(f"RoutedLlm(health=...) takes a HealthTracker; got {type(health).__name__}.")
         if model is not None and not isinstance(model, str):
@@ -346,20 +348,3 @@ def _resolve_models(
                 "each entry is a BaseLlm instance or a model name string."
             )
     return resolved
-
-
-def _check_router(router: object, models: Mapping[str, BaseLlm]) -> None:
-    """Rejects a router that cannot be called or that names unknown keys."""
-    if not callable(router):
-        raise TypeError(
-            f"RoutedLlm(router=...) must be callable as router(models, llm_request, "
-            f"error_context); got {type(router).__name__}."
-        )
-    declared = getattr(router, "declared_keys", None)
-    if isinstance(declared, frozenset):
-        unknown = sorted(declared - models.keys())
-        if unknown:
-            raise ValueError(
-                f"The router can choose the keys {unknown}, which are not in models "
-                f"({', '.join(repr(key) for key in models)}). Add those models or change the router."
-            )

@@ -620,6 +620,33 @@ class RoutedCall:
         return ", ".join(repr(key) for key in self._models)
 
 
+def check_router(router: object, keys: Iterable[str], *, owner: str, signature: str) -> None:
+    """Rejects, at construction, a router that cannot be called or that names unknown keys.
+
+    Args:
+        router: The router given to ``owner``.
+        keys: The routed keys.
+        owner: ``"RoutedLlm"`` or ``"RoutedAgent"``, for the messages.
+        signature: How the router is called, e.g. ``"router(models, llm_request, error_context)"``.
+
+    Raises:
+        TypeError: If ``router`` is not callable.
+        ValueError: If ``router`` declares keys (``declared_keys``) that are not routed.
+    """
+    if not callable(router):
+        raise TypeError(f"{owner}(router=...) must be callable as {signature}; got {type(router).__name__}.")
+    declared = getattr(router, "declared_keys", None)
+    if isinstance(declared, frozenset):
+        routed = list(keys)
+        unknown = sorted(declared - set(routed))
+        if unknown:
+            what = "agents" if owner == "RoutedAgent" else "models"
+            raise ValueError(
+                f"The router can choose the keys {unknown}, which are not in {what} "
+                f"({', '.join(repr(key) for key in routed)}). Add those {what} or change the router."
+            )
+
+
 def _copy_with_metadata(response: _R, metadata: dict[str, Any]) -> _R:
     """A shallow copy of ``response`` with ``custom_metadata`` replaced.
 
