@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from google.adk.agents.base_agent import BaseAgent
 from google.adk.agents.invocation_context import InvocationContext
@@ -19,6 +20,8 @@ from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import ErrorContext, RoutedCall, RouterSettings, check_router
 
 __all__ = ["METADATA_KEY", "AgentRouter", "RoutedAgent"]
+
+_V = TypeVar("_V")
 
 METADATA_KEY = "routed_agent"
 """The key under which each event's ``custom_metadata`` records its route."""
@@ -50,7 +53,7 @@ class RoutedAgent(BaseAgent):
             agents={"billing": billing_agent, "general": general_agent},
             router=WithFallback(
                 PreRoutingStrategy(lambda ctx: "billing" if "invoice" in ctx.input_text else None),
-                tail=FallbackStrategy(["general"]),
+                fallback_order=["general"],
             ),
         )
 
@@ -91,6 +94,8 @@ class RoutedAgent(BaseAgent):
             :class:`~routed_llm.FailoverEvent` after every attempt that fails
             before its first event. A hook that raises is logged and ignored.
         clock: Seconds from a monotonic clock, for the events' ``elapsed``.
+        **agent_fields: Other ``BaseAgent`` fields, such as
+            ``before_agent_callback`` and ``after_agent_callback``.
 
     Raises:
         ValueError: If ``agents`` is empty, names an agent twice, holds an
@@ -115,8 +120,17 @@ class RoutedAgent(BaseAgent):
         on_route: RouteHook | None = None,
         on_failover: FailoverHook | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        **agent_fields: Any,
     ) -> None:
+        if "sub_agents" in agent_fields:
+            raise TypeError("RoutedAgent takes its sub-agents as agents=..., not sub_agents=....")
         resolved = _resolve_agents(agents)
+        clash = next((key for key, agent in resolved.items() if agent.name == name), None)
+        if clash is not None:
+            raise ValueError(
+                f"RoutedAgent(agents=...): the agent under {clash!r} is named {name!r}, like the RoutedAgent "
+                "itself. Agent names are unique in an agent tree: rename one of them."
+            )
         check_router(
             router,
             resolved,
@@ -126,7 +140,9 @@ class RoutedAgent(BaseAgent):
         for hook_name, hook in (("on_route", on_route), ("on_failover", on_failover), ("clock", clock)):
             if hook is not None and not callable(hook):
                 raise TypeError(f"RoutedAgent({hook_name}=...) must be callable; got {type(hook).__name__}.")
-        super().__init__(name=name, description=description, sub_agents=list(resolved.values()))
+        super().__init__(
+            name=name, description=description, sub_agents=list(resolved.values()), **agent_fields
+        )
         self._keys = tuple(resolved)
         self._settings = RouterSettings(
             models=MappingProxyType(resolved),
@@ -143,6 +159,21 @@ class RoutedAgent(BaseAgent):
     def agents(self) -> Mapping[str, BaseAgent]:
         """The routed agents by key (read-only)."""
         return MappingProxyType(dict(zip(self._keys, self.sub_agents, strict=True)))
+
+    @override
+    def clone(self, update: Mapping[str, Any] | None = None) -> RoutedAgent:
+        """A copy of this agent and of the agents it routes (ADK's ``BaseAgent.clone``).
+
+        Raises:
+            ValueError: If ``update`` replaces ``sub_agents``: build a new
+                ``RoutedAgent`` with other agents instead.
+        """
+        if update is not None and "sub_agents" in update:
+            raise ValueError(
+                "RoutedAgent.clone(update={'sub_agents': ...}) cannot pair new agents with the router's "
+                "keys; build a new RoutedAgent(agents=...) instead."
+            )
+        return super().clone(update)
 
     @property
     def router(self) -> AgentRouter:
@@ -163,18 +194,21 @@ class RoutedAgent(BaseAgent):
     async def _route(
         self, ctx: InvocationContext, run: Callable[[BaseAgent], AsyncGenerator[Event, None]]
     ) -> AsyncGenerator[Event, None]:
-        """Runs the router's pick, failing over while no event was yielded."""
-        # Read the agents off sub_agents, not a stored mapping: ADK may run a
-        # clone of this agent, whose sub-agents are clones too.
-        settings = dataclasses.replace(self._settings, models=self.agents)
+        """Runs the router's pick, failing over while it has shown nothing."""
+        # Read the agents and the name off this object, not stored copies: ADK
+        # may run a clone of this agent, whose sub-agents are clones too.
+        settings = dataclasses.replace(
+            self._settings, models=self.agents, record=MappingProxyType({"router": self.name})
+        )
         call = RoutedCall(settings, ctx)
         try:
             key = await call.first_key()
             while True:
                 events = run(settings.models[key])
+                held: list[Event] = []
                 try:
                     try:
-                        event = await call.first_response(key, events)
+                        event = await call.first_response(key, _until_output(events, held))
                     except Exception as error:
                         await events.aclose()
                         key = await call.fail_over(key, error)
@@ -183,6 +217,8 @@ class RoutedAgent(BaseAgent):
                         return
                     route = call.route_metadata(key)
                     observability.record_served(route)
+                    for bookkeeping in held:
+                        yield call.stamp(bookkeeping, route, METADATA_KEY)
                     yield call.stamp(event, route, METADATA_KEY)
                     async for event in events:
                         yield call.stamp(event, route, METADATA_KEY)
@@ -193,33 +229,59 @@ class RoutedAgent(BaseAgent):
             call.release()
 
 
+async def _until_output(events: AsyncIterator[Event], held: list[Event]) -> AsyncGenerator[Event, None]:
+    """Yields the first event of ``events`` that shows something, holding back those before it.
+
+    Events that only record bookkeeping (a state delta, a workflow agent's
+    checkpoint, an end-of-agent marker) show the user nothing, so the attempt
+    may still fail over after them: they go to ``held``, to be passed on
+    before the first output, or dropped with the attempt. An agent that ends
+    with bookkeeping alone has its last such event taken as its output.
+    """
+    async for event in events:
+        if _shows_something(event):
+            yield event
+            return
+        held.append(event)
+    if held:
+        yield held.pop()
+
+
+def _shows_something(event: Event) -> bool:
+    """Whether ``event`` carries content, an error or a transcription, not only actions."""
+    return bool(
+        (event.content is not None and event.content.parts)
+        or event.error_code is not None
+        or event.input_transcription is not None
+        or event.output_transcription is not None
+    )
+
+
 def record_resumed(ctx: InvocationContext, event: Event) -> Event | None:
     """Records the route on an event of a routed agent that ADK's runner ran directly.
 
     An answered function call goes straight to the agent that made it, not
-    through its :class:`RoutedAgent`. Its events then get the record of the
-    latest routed turn of the outermost ``RoutedAgent`` above it, marked
-    ``"resumed": True``. :class:`~routed_llm.RoutingPlugin` calls this for
-    every event.
+    through its :class:`RoutedAgent`. Its events then get the route record
+    of the event that made the call, marked ``"resumed": True``.
+    :class:`~routed_llm.RoutingPlugin` calls this for every event.
 
     Returns:
         A stamped copy of ``event``, or None when it needs no record (it has
-        one, or no ``RoutedAgent`` is above the agent that ran).
+        one, or the invocation answers no routed agent's function call).
     """
-    if event.custom_metadata and METADATA_KEY in event.custom_metadata:
+    if (event.custom_metadata and METADATA_KEY in event.custom_metadata) or isinstance(
+        ctx.agent, RoutedAgent
+    ):
         return None
-    router: RoutedAgent | None = None
-    agent: BaseAgent | None = ctx.agent if isinstance(ctx.agent, BaseAgent) else None
-    while agent is not None:
-        if isinstance(agent, RoutedAgent):
-            router = agent
-        agent = agent.parent_agent
-    if router is None:
+    parts = ctx.user_content.parts if ctx.user_content is not None else None
+    answered = {part.function_response.id for part in parts or () if part.function_response}
+    answered.discard(None)
+    if not answered:
         return None
     for past in reversed(ctx.session.events):
-        record = (past.custom_metadata or {}).get(METADATA_KEY)
-        if isinstance(record, dict) and record.get("router") == router.name:
-            return RoutedCall.stamp(event, {**record, "resumed": True}, METADATA_KEY)
+        if any(call.id in answered for call in past.get_function_calls()):
+            record = (past.custom_metadata or {}).get(METADATA_KEY)
+            return RoutedCall.stamp(event, {**record, "resumed": True}, METADATA_KEY) if record else None
     return None
 
 
@@ -228,16 +290,22 @@ class _SessionSnapshot:
 
     ADK writes state changes straight into the session's state (and records
     them as a delta on the next event), so an agent that changed state and
-    then failed before yielding would leave its changes to the next agent.
+    then failed before showing anything would leave its changes to the next
+    agent. Values are deep-copied, so changes made inside a nested value are
+    undone too. Only what the attempt could have changed is undone: state
+    keys that events appended meanwhile committed (a parallel sibling's,
+    say) are left as they are, and agent states only of this router's own
+    agents.
     """
 
-    __slots__ = ("_agent_states", "_ctx", "_end_of_agents", "_state")
+    __slots__ = ("_ctx", "_events", "_own_agents", "_saved")
 
     def __init__(self, ctx: InvocationContext) -> None:
         self._ctx = ctx
-        self._state = dict(ctx.session.state)
-        self._agent_states = dict(ctx.agent_states)
-        self._end_of_agents = dict(ctx.end_of_agents)
+        self._events = len(ctx.session.events)
+        agent = ctx.agent
+        self._own_agents = _subtree_names(agent) - {agent.name} if isinstance(agent, BaseAgent) else set()
+        self._saved = tuple(_deep_copy(dict(values)) for values in self._mappings())
 
     @classmethod
     def take(cls, ctx: InvocationContext) -> _SessionSnapshot:
@@ -245,16 +313,46 @@ class _SessionSnapshot:
         return cls(ctx)
 
     def restore(self) -> None:
-        """Puts the session state back as it was when taken, in place."""
-        pairs: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
-            (self._ctx.session.state, self._state),
-            (self._ctx.agent_states, self._agent_states),
-            (self._ctx.end_of_agents, self._end_of_agents),
-        )
-        for current, saved in pairs:
-            if current != saved:
-                current.clear()
-                current.update(saved)
+        """Puts back, in place, what changed since the snapshot and nobody committed."""
+        events = self._ctx.session.events[self._events :]
+        committed = {key for event in events for key in event.actions.state_delta}
+        state, agent_states, end_of_agents = self._mappings()
+        saved_state, saved_agent_states, saved_end_of_agents = self._saved
+        _undo(state, saved_state, keep=lambda key: key in committed)
+        # Agent states are keyed by agent name, or by node path ending in "name@run".
+        not_own = lambda key: key.split("/")[-1].rsplit("@", 1)[0] not in self._own_agents  # noqa: E731
+        _undo(agent_states, saved_agent_states, keep=not_own)
+        _undo(end_of_agents, saved_end_of_agents, keep=not_own)
+
+    def _mappings(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        return (self._ctx.session.state, self._ctx.agent_states, self._ctx.end_of_agents)
+
+
+def _undo(values: dict[str, Any], saved: dict[str, Any], *, keep: Callable[[str], bool]) -> None:
+    """Puts ``values`` back to ``saved`` in place, but for the keys ``keep`` keeps."""
+    for key in set(values) | set(saved):
+        if keep(key):
+            continue
+        if key not in saved:
+            del values[key]
+        elif key not in values or values[key] != saved[key]:
+            values[key] = _deep_copy(saved[key])
+
+
+def _subtree_names(agent: BaseAgent) -> set[str]:
+    """The names of ``agent`` and every agent below it."""
+    names = {agent.name}
+    for child in agent.sub_agents:
+        names |= _subtree_names(child)
+    return names
+
+
+def _deep_copy(value: _V) -> _V:
+    """A deep copy of ``value``, or ``value`` itself if it cannot be copied."""
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # A value that refuses copying (a lock, a client) is kept as it is.
+        return value
 
 
 def _resolve_agents(agents: Mapping[str, BaseAgent] | Sequence[BaseAgent]) -> dict[str, BaseAgent]:

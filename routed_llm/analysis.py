@@ -13,10 +13,10 @@ and the tokens::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
-from google.adk.events.event import Event
 from google.adk.models.llm_response import LlmResponse
 
 from routed_llm.agent import METADATA_KEY as AGENT_METADATA_KEY
@@ -55,9 +55,12 @@ def tabulate_arms(events: Iterable[LlmResponse], *, experiment: str | None = Non
     """Counts answers, failovers and tokens per A/B arm.
 
     A ``RoutedLlm``'s arm counts each model response as an answer. A
-    ``RoutedAgent``'s arm counts each invocation's final response (the
-    answer the user sees) as an answer, and the tokens of every model call
-    of the invocation.
+    ``RoutedAgent``'s arm counts each invocation once, however many events
+    (tool calls, sub-agents' replies) it took, with the tokens of all its
+    model calls; events of a resumed agent (an answered function call) add
+    their tokens to the invocation that made the call without counting as
+    another answer. Arms recorded by a routed model or agent nested inside
+    another (under ``"inner"``) count too.
 
     Args:
         events: Session events (or any ``LlmResponse``). Partial streaming
@@ -68,17 +71,21 @@ def tabulate_arms(events: Iterable[LlmResponse], *, experiment: str | None = Non
         The statistics by arm, in the order arms first appear.
     """
     table: dict[str, ArmStats] = {}
+    counted: set[tuple[str, str, str]] = set()  # (invocation, router, arm) already answered.
     for event in events:
         if event.partial:
             continue
-        for metadata_key in (METADATA_KEY, AGENT_METADATA_KEY):
-            route = (event.custom_metadata or {}).get(metadata_key)
-            if not isinstance(route, dict) or "arm" not in route:
+        for metadata_key, route in _routes(event):
+            if "arm" not in route or (experiment is not None and route.get("experiment") != experiment):
                 continue
-            if experiment is not None and route.get("experiment") != experiment:
-                continue
-            answer = metadata_key == METADATA_KEY or _is_final(event)
             arm = str(route["arm"])
+            if metadata_key == METADATA_KEY:
+                answer = True
+            else:
+                invocation = getattr(event, "invocation_id", None) or str(id(event))
+                group = (invocation, str(route.get("router")), arm)
+                answer = group not in counted and not route.get("resumed")
+                counted.add(group)
             stats = table.get(arm, ArmStats(arm=arm))
             served = dict(stats.served_by)
             if answer:
@@ -95,9 +102,14 @@ def tabulate_arms(events: Iterable[LlmResponse], *, experiment: str | None = Non
     return table
 
 
-def _is_final(event: LlmResponse) -> bool:
-    """Whether ``event`` is an invocation's answer to the user (an ADK final response)."""
-    return bool(event.is_final_response()) if isinstance(event, Event) else True
+def _routes(event: LlmResponse) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every route record on ``event``, nested ones (``"inner"``) included."""
+    metadata = event.custom_metadata or {}
+    for metadata_key in (METADATA_KEY, AGENT_METADATA_KEY):
+        route = metadata.get(metadata_key)
+        while isinstance(route, dict):
+            yield metadata_key, route
+            route = route.get("inner")
 
 
 def format_arm_table(table: dict[str, ArmStats]) -> str:

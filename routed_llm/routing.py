@@ -635,6 +635,11 @@ def check_router(router: object, keys: Iterable[str], *, owner: str, signature: 
     """
     if not callable(router):
         raise TypeError(f"{owner}(router=...) must be callable as {signature}; got {type(router).__name__}.")
+    if isinstance(router, type):
+        raise TypeError(
+            f"{owner}(router=...) got the class {router.__name__}; pass an instance, e.g. "
+            f"{router.__name__}(...), or a function called as {signature}."
+        )
     declared = getattr(router, "declared_keys", None)
     if isinstance(declared, frozenset):
         routed = list(keys)

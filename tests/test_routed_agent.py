@@ -8,9 +8,10 @@ from collections.abc import AsyncGenerator
 import pytest
 from conftest import get_weather, in_order, make_runner, run_agent, texts
 from google.adk.agents import BaseAgent, LlmAgent, ParallelAgent, SequentialAgent
+from google.adk.agents.callback_context import CallbackContext
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.agents.live_request_queue import LiveRequestQueue
-from google.adk.events import Event
+from google.adk.events import Event, EventActions
 from google.adk.tools.long_running_tool import LongRunningFunctionTool
 from google.genai import types
 from pydantic import Field
@@ -241,6 +242,113 @@ async def test_a_failed_attempt_leaves_no_event_and_no_state_change_in_the_sessi
     assert [event.author for event in stored] == ["user", "general"]
     assert after is not None
     assert after.state == {"plan": "basic"}
+
+
+async def test_an_agent_that_only_wrote_state_before_failing_still_fails_over() -> None:
+    def remember_plan(callback_context: CallbackContext) -> None:
+        callback_context.state["plan"] = "gold"
+
+    billing = llm_agent("billing", ConnectionError("down"), before_agent_callback=remember_plan)
+    agent = routed(
+        {"billing": billing, "general": llm_agent("general", "Hello!")}, in_order(["billing", "general"])
+    )
+    runner = make_runner(agent)
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+
+    events, stored = await run_agent(agent, "hi", runner=runner, session_id=session.id)
+
+    after = await runner.session_service.get_session(
+        app_name="test_app", user_id="user", session_id=session.id
+    )
+    assert answers(events) == ["Hello!"]
+    assert [event.author for event in stored] == ["user", "general"]
+    assert after is not None
+    assert "plan" not in after.state
+
+
+async def test_state_events_before_the_first_output_pass_on_when_the_agent_answers() -> None:
+    def remember_plan(callback_context: CallbackContext) -> None:
+        callback_context.state["plan"] = "gold"
+
+    billing = llm_agent("billing", "Paid.", before_agent_callback=remember_plan)
+    agent = routed({"billing": billing}, in_order(["billing"]))
+    runner = make_runner(agent)
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session.id)
+
+    after = await runner.session_service.get_session(
+        app_name="test_app", user_id="user", session_id=session.id
+    )
+    assert after is not None
+    assert after.state["plan"] == "gold"
+    assert all(event.custom_metadata[RECORD]["key"] == "billing" for event in events)
+
+
+async def test_changes_inside_nested_state_values_are_undone_after_a_failed_attempt() -> None:
+    seen: list[object] = []
+
+    class Upgrader(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            ctx.session.state["profile"]["tier"] = "gold"
+            ctx.session.state["items"].append("extra")
+            raise ConnectionError("down")
+            yield
+
+    class Reader(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            seen.append((ctx.session.state["profile"], ctx.session.state["items"]))
+            yield Event(author=self.name, content=types.ModelContent("read"))
+
+    agent = routed({"up": Upgrader(name="up"), "read": Reader(name="read")}, in_order(["up", "read"]))
+    runner = make_runner(agent)
+    session = await runner.session_service.create_session(
+        app_name="test_app", user_id="user", state={"profile": {"tier": "basic"}, "items": []}
+    )
+
+    await run_agent(agent, "hi", runner=runner, session_id=session.id)
+
+    assert seen == [({"tier": "basic"}, [])]
+
+
+@WORKFLOW_AGENTS_DEPRECATED
+async def test_rolling_back_an_attempt_keeps_what_a_parallel_sibling_committed_meanwhile() -> None:
+    committed = asyncio.Event()
+
+    class Sibling(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            yield Event(
+                author=self.name,
+                content=types.ModelContent("noted"),
+                actions=EventActions(state_delta={"sibling": "written"}),
+            )
+            committed.set()
+
+    class FailsAfterSibling(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            await committed.wait()
+            raise ConnectionError("down")
+            yield
+
+    class Reader(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            yield Event(author=self.name, content=types.ModelContent(str(ctx.session.state.get("sibling"))))
+
+    support = routed(
+        {"flaky": FailsAfterSibling(name="flaky"), "general": ScriptAgent(name="general", replies=["G"])},
+        in_order(["flaky", "general"]),
+    )
+    root = SequentialAgent(
+        name="root",
+        sub_agents=[
+            ParallelAgent(name="both", sub_agents=[Sibling(name="sibling"), support]),
+            Reader(name="reader"),
+        ],
+    )
+
+    events, _ = await run_agent(root, "hi")
+
+    assert answers(events)[-1] == "written"
 
 
 # Live -------------------------------------------------------------------------------------------
@@ -540,9 +648,7 @@ async def test_a_long_running_tool_is_answered_by_the_agent_that_asked_without_r
     assert len(router.seen) == 1
 
 
-async def test_with_the_routing_plugin_a_resumed_agents_events_carry_the_route_of_the_turn_that_asked() -> (
-    None
-):
+async def test_with_the_plugin_resumed_events_carry_the_route_of_the_call_they_answer() -> None:
     def approve(amount: int) -> dict[str, str]:
         """Asks a human to approve a refund."""
         return {"status": "pending"}
@@ -555,19 +661,21 @@ async def test_with_the_routing_plugin_a_resumed_agents_events_carry_the_route_o
         "Refund approved.",
         tools=[LongRunningFunctionTool(func=approve)],
     )
-    agent = routed(
-        {"general": llm_agent("general", ConnectionError("x")), "billing": billing},
-        in_order(["general", "billing"]),
-    )
+    general = llm_agent("general", ConnectionError("x"), "General here.")
+    router = in_order(["general", "billing"])
+    agent = routed({"general": general, "billing": billing}, router)
     runner = make_runner(agent, plugins=[RoutingPlugin()])
     session = await runner.session_service.create_session(app_name="test_app", user_id="user")
     await run_agent(agent, "refund me", runner=runner, session_id=session.id)
+    await run_agent(
+        agent, "another question", runner=runner, session_id=session.id
+    )  # general serves this turn
     answer = types.Content(
         role="user",
         parts=[
             types.Part(
                 function_response=types.FunctionResponse(
-                    name="approve", id="call-1", response={"status": "approved"}
+                    name="approve", id="call-1", response={"status": "ok"}
                 )
             )
         ],
@@ -577,6 +685,7 @@ async def test_with_the_routing_plugin_a_resumed_agents_events_carry_the_route_o
         event async for event in runner.run_async(user_id="user", session_id=session.id, new_message=answer)
     ]
 
+    assert answers(resumed) == ["Refund approved."]
     record = resumed[-1].custom_metadata[RECORD]
     assert (record["key"], record["failed_keys"], record["resumed"]) == ("billing", ["general"], True)
 
@@ -672,3 +781,67 @@ async def test_cancelling_the_invocation_does_not_fail_over() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert general.runs == []
+
+
+async def test_tabulate_arms_counts_one_answer_per_invocation_however_many_events_it_took() -> None:
+    def weather_model(request):
+        if request.contents[-1].parts[0].function_response:
+            return "Sunny."
+        return types.Part(function_call=types.FunctionCall(name="get_weather", args={"city": "Paris"}))
+
+    def tool_agent(name: str) -> LlmAgent:
+        return LlmAgent(name=name, model=ScriptedLlm(model=name, script=weather_model), tools=[get_weather])
+
+    agent = routed(
+        {"a": tool_agent("a"), "b": tool_agent("b")},
+        ABTestStrategy("tools", {"a": 1, "b": 1}, default_arm="a"),
+    )
+    runner = make_runner(agent)
+    stored_events: list[Event] = []
+
+    for user in ("u1", "u2", "u3", "u4"):
+        _, stored = await run_agent(agent, "weather?", user_id=user, runner=runner)
+        stored_events += stored
+
+    assert len([event for event in stored_events if event.author != "user"]) == 12
+    assert sum(stats.answers for stats in tabulate_arms(stored_events).values()) == 4
+
+
+async def test_agent_callbacks_are_accepted_like_any_adk_agents() -> None:
+    seen: list[str] = []
+    agent = routed(
+        {"general": ScriptAgent(name="general", replies=["G"])},
+        in_order(["general"]),
+        before_agent_callback=lambda callback_context: seen.append(callback_context.agent_name),
+    )
+
+    await run_agent(agent, "hi")
+
+    assert seen == ["support"]
+
+
+def test_a_routed_agent_named_like_the_router_is_refused() -> None:
+    with pytest.raises(ValueError, match="named 'support', like the RoutedAgent"):
+        routed({"a": llm_agent("support")}, in_order(["a"]))
+
+
+def test_a_strategy_class_instead_of_an_instance_is_refused() -> None:
+    with pytest.raises(TypeError, match="pass an instance"):
+        routed({"general": llm_agent("general")}, FallbackStrategy)
+
+
+async def test_a_renamed_clone_records_its_own_name() -> None:
+    original = routed({"general": ScriptAgent(name="general", replies=["G"])}, in_order(["general"]))
+
+    clone = original.clone(update={"name": "support_eu"})
+    events, _ = await run_agent(clone, "hi")
+
+    assert events[-1].custom_metadata[RECORD]["router"] == "support_eu"
+    assert clone.agents["general"].parent_agent is clone
+
+
+def test_cloning_with_other_sub_agents_is_refused() -> None:
+    original = routed({"general": llm_agent("general")}, in_order(["general"]))
+
+    with pytest.raises(ValueError, match="build a new RoutedAgent"):
+        original.clone(update={"sub_agents": [llm_agent("other")]})
