@@ -10,6 +10,7 @@ from __future__ import annotations
 from routed_llm.analysis import ArmStats, format_arm_table, tabulate_arms
 from routed_llm.errors import (
     AttemptTimeout,
+    BudgetExhausted,
     DeadlineExceeded,
     ErrorClass,
     PermanentModelError,
@@ -28,6 +29,7 @@ from routed_llm.invocation import (
     current_invocation,
     invocation_scope,
 )
+from routed_llm.limits import Limit, RateLimits
 from routed_llm.live import RoutedConnection
 from routed_llm.observability import FailoverEvent, RouteEvent
 from routed_llm.routed import RoutedLlm
@@ -59,6 +61,7 @@ __all__ = [
     "ABTestStrategy",
     "ArmStats",
     "AttemptTimeout",
+    "BudgetExhausted",
     "ConnectivityStrategy",
     "DeadlineExceeded",
     "ErrorClass",
@@ -70,9 +73,11 @@ __all__ = [
     "HealthTracker",
     "InputSizeStrategy",
     "InvocationInfo",
+    "Limit",
     "LlmRouter",
     "PermanentModelError",
     "PreRoutingStrategy",
+    "RateLimits",
     "RouteEvent",
     "RoutedConnection",
     "RoutedLlm",
