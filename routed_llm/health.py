@@ -142,7 +142,7 @@ class HealthTracker:
     permit goes to one replica at a time. The tracker then keeps a local
     copy, which the routed model refreshes before each router decision and
     falls back on when the store does not answer. Shared cooldowns run on
-    ``wall_clock``, which replicas share; see :doc:`/replicas`.
+    ``wall_clock``, which replicas share (see the "Many replicas" page).
 
     Example::
 

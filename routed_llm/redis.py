@@ -13,7 +13,7 @@ redis-py)::
 
 Every change is atomic in Redis (a Lua script), and every record expires.
 When Redis does not answer within ``timeout``, routed calls go on with each
-process's own tracking; see :doc:`/replicas`.
+process's own tracking (see the "Many replicas" page).
 """
 
 from __future__ import annotations

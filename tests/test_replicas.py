@@ -215,10 +215,11 @@ async def test_a_budget_spent_on_one_replica_makes_the_key_unavailable_on_anothe
     second = replica(store(clients, namespace), clock, second_primary, limits=limits)
 
     spent = [await ask(first), await ask(first)]
-    answer = await ask(second)
+    [answer] = await collect(second.generate_content_async(make_request()))
 
     assert spent == [["primary"], ["primary"]]
-    assert answer == ["backup"]
+    route = answer.custom_metadata["routed_llm"]
+    assert (route["key"], route["failed_keys"]) == ("backup", [])  # Skipped, not tried and refused.
     assert second_primary.calls == []
 
 
