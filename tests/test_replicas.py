@@ -119,6 +119,9 @@ async def ask(llm: RoutedLlm, text: str = "hello") -> list[str]:
 
 
 def store(clients: ClientFactory, namespace: str, **options) -> RedisStore:
+    # A generous timeout, so a busy test machine never sends these tests to local tracking;
+    # the tests of a slow or absent Redis set their own.
+    options.setdefault("timeout", 5.0)
     return RedisStore(clients(), namespace=namespace, **options)
 
 
@@ -221,6 +224,18 @@ async def test_a_budget_spent_on_one_replica_makes_the_key_unavailable_on_anothe
     route = answer.custom_metadata["routed_llm"]
     assert (route["key"], route["failed_keys"]) == ("backup", [])  # Skipped, not tried and refused.
     assert second_primary.calls == []
+
+
+async def test_concurrent_calls_on_two_replicas_never_overrun_a_budget(clients, namespace):
+    clock = Clock()
+    limits = {"primary": Limit(rpm=5)}
+    primaries = [answering("primary"), answering("primary")]
+    replicas = [replica(store(clients, namespace), clock, primary, limits=limits) for primary in primaries]
+
+    answers = await asyncio.gather(*(ask(llm) for llm in replicas for _ in range(10)))
+
+    assert sum(len(primary.calls) for primary in primaries) == 5
+    assert sorted(answer for [answer] in answers) == ["backup"] * 15 + ["primary"] * 5
 
 
 async def test_a_lost_reservation_race_fails_over_with_budget_exhausted(clients, namespace):
@@ -372,7 +387,9 @@ async def test_tracking_is_shared_again_once_redis_restarts(tmp_path, namespace,
     clock = Clock()
     clients = [redis.asyncio.Redis.from_url(server.url) for _ in range(2)]
     try:
-        stores = [RedisStore(client, namespace=namespace, retry_interval=0) for client in clients]
+        stores = [
+            RedisStore(client, namespace=namespace, timeout=5.0, retry_interval=0) for client in clients
+        ]
         first = replica(stores[0], clock, dead())
         second_primary = dead()
         second = replica(stores[1], clock, second_primary)
