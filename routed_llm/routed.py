@@ -309,6 +309,24 @@ class RoutedLlm(BaseLlm):
         return RoutedCall(private["_settings"], llm_request)
 
 
+def _check_shared_keys(
+    models: Mapping[str, BaseLlm], health: HealthTracker | None, limits: RateLimits | None
+) -> None:
+    """Rejects limits on keys that are not routed, and keys a shared store cannot record."""
+    if limits is not None:
+        unknown = sorted(limits.limits.keys() - models.keys())
+        if unknown:
+            raise ValueError(
+                f"RoutedLlm(limits=...) limits the keys {unknown}, which are not in models "
+                f"({', '.join(repr(key) for key in models)}). Use the routed keys."
+            )
+    stores = {id(tracker.store): tracker.store for tracker in (health, limits) if tracker is not None}
+    for store in stores.values():
+        if store is not None:
+            for key in models:
+                store.check_key(key)
+
+
 def _resolve_models(
     models: Mapping[str, BaseLlm | str] | Sequence[BaseLlm | str],
 ) -> dict[str, BaseLlm]:
@@ -376,21 +394,3 @@ def _check_router(router: object, models: Mapping[str, BaseLlm]) -> None:
                 f"The router can choose the keys {unknown}, which are not in models "
                 f"({', '.join(repr(key) for key in models)}). Add those models or change the router."
             )
-
-
-def _check_shared_keys(
-    models: Mapping[str, BaseLlm], health: HealthTracker | None, limits: RateLimits | None
-) -> None:
-    """Rejects limits on keys that are not routed, and keys a shared store cannot record."""
-    if limits is not None:
-        unknown = sorted(limits.limits.keys() - models.keys())
-        if unknown:
-            raise ValueError(
-                f"RoutedLlm(limits=...) limits the keys {unknown}, which are not in models "
-                f"({', '.join(repr(key) for key in models)}). Use the routed keys."
-            )
-    stores = {id(tracker.store): tracker.store for tracker in (health, limits) if tracker is not None}
-    for store in stores.values():
-        if store is not None:
-            for key in models:
-                store.check_key(key)

@@ -143,10 +143,10 @@ class RouterSettings:
         idle_timeout: Seconds a model may go silent once it began answering.
         deadline: Seconds the whole call may wait for a first response,
             every attempt together.
-        health: Told of every attempt's outcome; strategies skip the keys
-            it says are unavailable.
         limits: Rate budgets; a request is reserved before each attempt on
             a limited key, and strategies skip keys whose budget is spent.
+        health: Told of every attempt's outcome; strategies skip the keys
+            it says are unavailable.
     """
 
     models: Mapping[str, BaseLlm]
@@ -157,8 +157,8 @@ class RouterSettings:
     first_response_timeout: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     idle_timeout: float | None = None
     deadline: float | None = None
-    health: HealthTracker | None = None
     limits: RateLimits | None = None
+    health: HealthTracker | None = None
 
 
 _health: ContextVar[HealthTracker | None] = ContextVar("routed_llm_health", default=None)
