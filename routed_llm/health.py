@@ -446,7 +446,9 @@ class HealthTracker:
         now = self._clock()
         shared = _from_fields(fields, now - self._wall_clock())
         self._apply(
-            key, now, lambda circuit, now: (shared, "as another replica reported, via the shared store")
+            key,
+            now,
+            lambda circuit, now: (shared, "as the shared store records it, from every replica's reports"),
         )
 
     def _look(self, key: str, circuit: _Circuit | None = None, *, now: float | None = None) -> _Circuit:
@@ -566,7 +568,7 @@ def _from_fields(fields: Mapping[str, str], offset: float) -> _Circuit:
             until=float(fields.get("until", "0")) + offset,
             trial=fields.get("trial") == "1",
         )
-    except ValueError:  # A record this version cannot read: keep to the local view.
+    except ValueError:  # A record this version cannot read counts as closed.
         return _CLOSED
 
 

@@ -172,13 +172,6 @@ class RateLimits:
         count = self._counts.get(key)
         return count is None or count.window != self._window() or _within(limit, count)
 
-    def spent(self, key: str) -> tuple[int, int]:
-        """The requests and tokens ``key`` spent in the current window, as this process knows them."""
-        count = self._counts.get(key)
-        if count is None or count.window != self._window():
-            return 0, 0
-        return count.requests, count.tokens
-
     def _window(self) -> int:
         return int(self._clock() // WINDOW)
 
