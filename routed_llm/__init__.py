@@ -12,6 +12,7 @@ from routed_llm.agent import AgentRouter, RoutedAgent
 from routed_llm.analysis import ArmStats, format_arm_table, tabulate_arms
 from routed_llm.errors import (
     AttemptTimeout,
+    BudgetExhausted,
     DeadlineExceeded,
     ErrorClass,
     PermanentModelError,
@@ -30,6 +31,7 @@ from routed_llm.invocation import (
     current_invocation,
     invocation_scope,
 )
+from routed_llm.limits import Limit, RateLimits
 from routed_llm.live import RoutedConnection
 from routed_llm.observability import FailoverEvent, RouteEvent
 from routed_llm.routed import RoutedLlm
@@ -62,6 +64,7 @@ __all__ = [
     "AgentRouter",
     "ArmStats",
     "AttemptTimeout",
+    "BudgetExhausted",
     "ConnectivityStrategy",
     "DeadlineExceeded",
     "ErrorClass",
@@ -73,9 +76,11 @@ __all__ = [
     "HealthTracker",
     "InputSizeStrategy",
     "InvocationInfo",
+    "Limit",
     "LlmRouter",
     "PermanentModelError",
     "PreRoutingStrategy",
+    "RateLimits",
     "RouteEvent",
     "RoutedAgent",
     "RoutedConnection",

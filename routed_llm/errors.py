@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeAlias
 
 __all__ = [
     "AttemptTimeout",
+    "BudgetExhausted",
     "DeadlineExceeded",
     "ErrorClass",
     "PermanentModelError",
@@ -146,6 +147,36 @@ class AttemptTimeout(TransientModelError, TimeoutError):
 
     def __reduce__(self) -> tuple[type[AttemptTimeout], tuple[str, float]]:
         return type(self), (self.key, self.timeout)
+
+
+class BudgetExhausted(TransientModelError):
+    """A key's rate budget (:class:`~routed_llm.RateLimits`) for this minute is spent.
+
+    Raised before the attempt, instead of calling the model, when the atomic
+    reservation of one request finds the budget spent (usually because
+    another replica got there first). It goes to the router as ``last_error``
+    like any pre-output failure; being a :class:`TransientModelError`, every
+    strategy fails over on it. It is no verdict on the key's health: the
+    provider did not fail, our own budget did.
+
+    Attributes:
+        key: The key whose budget is spent.
+        resets_in: Seconds until the budget's window moves on.
+    """
+
+    def __init__(self, key: str, resets_in: float) -> None:
+        """Creates the error.
+
+        Args:
+            key: The key whose budget is spent.
+            resets_in: Seconds until the budget's window moves on.
+        """
+        super().__init__(f"Model key {key!r} spent its rate budget; the next one starts in {resets_in:g} s.")
+        self.key = key
+        self.resets_in = resets_in
+
+    def __reduce__(self) -> tuple[type[BudgetExhausted], tuple[str, float]]:
+        return type(self), (self.key, self.resets_in)
 
 
 class StreamStalled(TimeoutError):

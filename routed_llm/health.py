@@ -51,7 +51,8 @@ from typing import Literal, TypeAlias
 
 from opentelemetry import metrics
 
-from routed_llm.errors import ErrorClass, _cause_chain
+from routed_llm.errors import BudgetExhausted, ErrorClass, _cause_chain, classify_error
+from routed_llm.store import CircuitChange, CircuitOp, Store
 
 __all__ = ["CircuitState", "HealthChangeEvent", "HealthChangeHook", "HealthTracker", "retry_after"]
 
@@ -135,6 +136,14 @@ class HealthTracker:
     A key never reported, or closed with no failures, costs one dict lookup
     per question.
 
+    With a ``store`` (a :class:`~routed_llm.redis.RedisStore`), every
+    process sharing the store's namespace shares the circuits: failures
+    count across replicas, a circuit opens for all, and the half-open trial
+    permit goes to one replica at a time. The tracker then keeps a local
+    copy, which the routed model refreshes before each router decision and
+    falls back on when the store does not answer. Shared cooldowns run on
+    ``wall_clock``, which replicas share (see the "Many replicas" page).
+
     Example::
 
         health = HealthTracker(failure_threshold=3, cooldown=30.0, max_cooldown=600.0)
@@ -153,6 +162,7 @@ class HealthTracker:
         wall_clock: Callable[[], float] = time.time,
         on_health_change: HealthChangeHook | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        store: Store | None = None,
     ) -> None:
         """Creates a tracker with every key closed.
 
@@ -175,6 +185,9 @@ class HealthTracker:
                 raises is logged and ignored.
             meter_provider: Where to count ``routed_llm.circuit_changes``;
                 the global OpenTelemetry meter provider by default.
+            store: A shared store (:class:`~routed_llm.redis.RedisStore`) to
+                share circuits with every replica using its namespace; None
+                to keep them in this process.
 
         Raises:
             TypeError: If an argument has the wrong type, or the hook is
@@ -221,6 +234,13 @@ class HealthTracker:
         # Records are immutable, so reads need no lock; every write goes through _apply.
         self._circuits: dict[str, _Circuit] = {}
         self._lock = threading.Lock()
+        self._store = store
+        self._trials: set[str] = set()  # Keys whose shared trial permit this tracker holds.
+
+    @property
+    def store(self) -> Store | None:
+        """The shared store of circuits, or None when they live in this process only."""
+        return self._store
 
     def state(self, key: str) -> CircuitState:
         """The state of ``key``'s circuit now.
@@ -346,12 +366,89 @@ class HealthTracker:
                 f"error_class must be 'transient', 'provider' or 'request' (see classify_error); "
                 f"got {error_class!r}."
             )
+        if isinstance(error, BudgetExhausted):  # Our own budget, not the provider: no verdict.
+            self.release(key)
+            return
         if error_class == "request" and key not in self._circuits:
             return
         wait = retry_after(error, wall_clock=self._wall_clock) if error_class == "transient" else None
         what = type(error).__name__
         self._apply(
             key, self._clock(), lambda circuit, now: self._rules.fail(circuit, now, error_class, wait, what)
+        )
+
+    # The shared store. The loop calls these around the sync methods above, which keep the
+    # local copy (and the fallback) up to date; each shared answer then replaces the local record.
+
+    def _absorb(self, keys: Iterable[str], circuits: Mapping[str, Mapping[str, str]]) -> None:
+        """Replaces the local records of ``keys`` with the shared ones read from the store."""
+        for key in keys:
+            fields = circuits.get(key)
+            if fields is None and key not in self._circuits:
+                continue  # Closed and clean on both sides: the common case.
+            self._adopt(key, fields or {})
+
+    async def _share_acquire(self, key: str) -> None:
+        """Takes ``key``'s shared trial permit, if its circuit is not closed."""
+        circuit = self._circuits.get(key)
+        if self._store is None or circuit is None or circuit.state == "closed":
+            return
+        answer = await self._store.change_circuit(key, self._change("acquire"))
+        if answer is not None:
+            fields, granted = answer
+            if granted:
+                self._trials.add(key)
+            self._adopt(key, fields)
+
+    def _share_success(self, key: str) -> None:
+        """Closes ``key``'s shared circuit in the background, if there is anything to reset.
+
+        Call it before :meth:`record_success`, which forgets whether there was.
+        """
+        if self._store is not None and (key in self._circuits or key in self._trials):
+            self._trials.discard(key)
+            self._store.change_circuit_later(key, self._change("succeed"))
+
+    def _share_release(self, key: str) -> None:
+        """Gives back ``key``'s shared trial permit, if this tracker holds it, in the background."""
+        if self._store is not None and key in self._trials:
+            self._trials.discard(key)
+            self._store.change_circuit_later(key, self._change("release"))
+
+    async def _share_failure(self, key: str, error: BaseException) -> None:
+        """Records a pre-output failure of ``key`` in the store, and adopts the result."""
+        if self._store is None:
+            return
+        if isinstance(error, BudgetExhausted):  # No verdict on the key, as in record_failure.
+            self._share_release(key)
+            return
+        self._trials.discard(key)
+        error_class = classify_error(error)
+        wait = retry_after(error, wall_clock=self._wall_clock) if error_class == "transient" else None
+        answer = await self._store.change_circuit(key, self._change("fail", error_class, wait or 0.0))
+        if answer is not None:
+            self._adopt(key, answer[0])
+
+    def _change(self, op: CircuitOp, error_class: str = "", wait: float = 0.0) -> CircuitChange:
+        rules = self._rules
+        return CircuitChange(
+            op=op,
+            now=self._wall_clock(),
+            failure_threshold=rules.failure_threshold,
+            cooldown=rules.cooldown,
+            max_cooldown=rules.max_cooldown,
+            error_class=error_class,
+            wait=wait,
+        )
+
+    def _adopt(self, key: str, fields: Mapping[str, str]) -> None:
+        """Makes the shared record of ``key`` (empty: closed and clean) the local one."""
+        now = self._clock()
+        shared = _from_fields(fields, now - self._wall_clock())
+        self._apply(
+            key,
+            now,
+            lambda circuit, now: (shared, "as the shared store records it, from every replica's reports"),
         )
 
     def _look(self, key: str, circuit: _Circuit | None = None, *, now: float | None = None) -> _Circuit:
@@ -453,6 +550,27 @@ class _Circuit:
 
 
 _CLOSED = _Circuit()
+
+_STATES: frozenset[str] = frozenset({"closed", "open", "half_open"})
+
+
+def _from_fields(fields: Mapping[str, str], offset: float) -> _Circuit:
+    """A shared record as a local circuit; ``offset`` turns its wall-clock times into the tracker's clock."""
+    state = fields.get("state", "closed")
+    if not fields or state not in _STATES:
+        return _CLOSED
+    try:
+        return _Circuit(
+            state=state,  # type: ignore[arg-type]  # Checked against _STATES above.
+            failures=int(float(fields.get("failures", "0"))),
+            opens=int(float(fields.get("opens", "0"))),
+            cooldown=float(fields.get("cooldown", "0")),
+            until=float(fields.get("until", "0")) + offset,
+            trial=fields.get("trial") == "1",
+        )
+    except ValueError:  # A record this version cannot read counts as closed.
+        return _CLOSED
+
 
 _Step: TypeAlias = Callable[[_Circuit, float], tuple[_Circuit, str]]
 """A transition: the record and the clock in, the new record and the reason for a change out."""

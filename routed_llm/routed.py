@@ -18,6 +18,7 @@ from typing_extensions import override
 
 from routed_llm import observability
 from routed_llm.health import HealthTracker
+from routed_llm.limits import RateLimits
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings, check_router
@@ -88,6 +89,11 @@ class RoutedLlm(BaseLlm):
             counts against the key. Strategies skip keys it says are
             unavailable. One tracker may serve several routed models whose
             keys name the same deployments.
+        limits: :class:`~routed_llm.RateLimits`: one request is reserved
+            before each attempt on a limited key (a spent budget is a
+            :class:`~routed_llm.BudgetExhausted` before output, and the router
+            picks again), tokens are counted when the response ends, and
+            strategies skip keys whose budget is spent.
 
     Raises:
         ValueError: If ``models`` is empty, names a model twice, or has a
@@ -116,6 +122,7 @@ class RoutedLlm(BaseLlm):
         idle_timeout: float | None = None,
         deadline: float | None = None,
         health: HealthTracker | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         resolved = _resolve_models(models)
         check_router(
@@ -123,6 +130,9 @@ class RoutedLlm(BaseLlm):
         )
         if health is not None and not isinstance(health, HealthTracker):
             raise TypeError(f"RoutedLlm(health=...) takes a HealthTracker; got {type(health).__name__}.")
+        if limits is not None and not isinstance(limits, RateLimits):
+            raise TypeError(f"RoutedLlm(limits=...) takes RateLimits; got {type(limits).__name__}.")
+        _check_shared_keys(resolved, health, limits)
         if model is not None and not isinstance(model, str):
             raise TypeError(f"RoutedLlm(model=...) is a display name string, got {type(model).__name__}.")
         display = ", ".join(f"{key}={llm.model}" for key, llm in resolved.items())
@@ -142,6 +152,7 @@ class RoutedLlm(BaseLlm):
             idle_timeout=check_seconds("RoutedLlm", "idle_timeout", idle_timeout),
             deadline=check_seconds("RoutedLlm", "deadline", deadline),
             health=health,
+            limits=limits,
         )
 
     @property
@@ -202,7 +213,9 @@ class RoutedLlm(BaseLlm):
                 responses: AsyncGenerator[LlmResponse, None] | None = None
                 try:
                     try:
-                        responses = call.delegate(key).generate_content_async(llm_request, stream)
+                        responses = call.metered(
+                            key, call.delegate(key).generate_content_async(llm_request, stream)
+                        )
                         response = await call.first_response(key, responses)
                     except Exception as error:
                         if error is call.deadline_error:
@@ -296,6 +309,24 @@ class RoutedLlm(BaseLlm):
         """
         private = self.__pydantic_private__ or {}
         return RoutedCall(private["_settings"], llm_request)
+
+
+def _check_shared_keys(
+    models: Mapping[str, BaseLlm], health: HealthTracker | None, limits: RateLimits | None
+) -> None:
+    """Rejects limits on keys that are not routed, and keys a shared store cannot record."""
+    if limits is not None:
+        unknown = sorted(limits.limits.keys() - models.keys())
+        if unknown:
+            raise ValueError(
+                f"RoutedLlm(limits=...) limits the keys {unknown}, which are not in models "
+                f"({', '.join(repr(key) for key in models)}). Use the routed keys."
+            )
+    stores = {id(tracker.store): tracker.store for tracker in (health, limits) if tracker is not None}
+    for store in stores.values():
+        if store is not None:
+            for key in models:
+                store.check_key(key)
 
 
 def _resolve_models(

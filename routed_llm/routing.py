@@ -28,7 +28,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -43,8 +43,10 @@ from google.adk.models.llm_response import LlmResponse
 from routed_llm import observability
 from routed_llm.errors import AttemptTimeout, DeadlineExceeded, RoutingError, StreamStalled, classify_error
 from routed_llm.health import HealthTracker
+from routed_llm.limits import RateLimits
 from routed_llm.observability import FailoverEvent, FailoverHook, RouteEvent, RouteHook
 from routed_llm.rollback import RequestSnapshot
+from routed_llm.store import refresh
 
 __all__ = [
     "METADATA_KEY",
@@ -165,6 +167,8 @@ class RouterSettings:
         idle_timeout: Seconds a model may go silent once it began answering.
         deadline: Seconds the whole call may wait for a first response,
             every attempt together.
+        limits: Rate budgets; a request is reserved before each attempt on
+            a limited key, and strategies skip keys whose budget is spent.
         health: Told of every attempt's outcome; strategies skip the keys
             it says are unavailable.
         snapshot: Records a call's subject (the request, or the invocation)
@@ -182,6 +186,7 @@ class RouterSettings:
     first_response_timeout: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     idle_timeout: float | None = None
     deadline: float | None = None
+    limits: RateLimits | None = None
     health: HealthTracker | None = None
     snapshot: Callable[[Any], Snapshot] = RequestSnapshot.take
     label: str = "model"
@@ -189,16 +194,18 @@ class RouterSettings:
 
 
 _health: ContextVar[HealthTracker | None] = ContextVar("routed_llm_health", default=None)
+_limits: ContextVar[RateLimits | None] = ContextVar("routed_llm_limits", default=None)
 
 
 def is_available(key: str) -> bool:
-    """Whether the call being routed may try ``key`` now, by its health tracker.
+    """Whether the call being routed may try ``key`` now, by its health tracker and rate budgets.
 
     True outside a routing call and when the routed model has no
-    :class:`~routed_llm.HealthTracker`.
+    :class:`~routed_llm.HealthTracker` and no :class:`~routed_llm.RateLimits`.
     """
     health = _health.get()
-    if health is None or health.is_available(key):
+    limits = _limits.get()
+    if (health is None or health.is_available(key)) and (limits is None or limits.is_available(key)):
         return True
     observability.record_skip(key)
     return False
@@ -345,7 +352,9 @@ class RoutedCall:
         """
         self._roll_back()
         self.raise_if_cancelled(error)
-        self._settle(error)
+        settled = self._settle(error)
+        if settled is not None:  # Shared before the router is asked, so every replica's next call sees it.
+            await self._settings.health._share_failure(settled, error)  # type: ignore[union-attr]
         attempt = len(self._errors) + 1
         self._errors[key] = error
         observability.record_failure(key, error)
@@ -412,6 +421,13 @@ class RoutedCall:
     def idle_timeout(self) -> float | None:
         """The longest wait between two responses once output began; None for no limit."""
         return self._settings.idle_timeout
+
+    def metered(
+        self, key: str, responses: AsyncGenerator[LlmResponse, None]
+    ) -> AsyncGenerator[LlmResponse, None]:
+        """``key``'s model's responses, their tokens counted against its rate budget when they end."""
+        limits = self._settings.limits
+        return responses if limits is None else limits._metered(key, responses)
 
     async def next_response(self, key: str, responses: AsyncIterator[LlmResponse]) -> LlmResponse | None:
         """Waits for the next response once output began, within ``idle_timeout``.
@@ -495,6 +511,14 @@ class RoutedCall:
 
     async def _first(self, key: str, waiting: Awaitable[_T]) -> _T:
         """Awaits ``waiting`` (a first response, an open connection) within ``key``'s limits."""
+        if self._settings.limits is not None:
+            try:
+                await self._settings.limits._reserve(key)
+            except BaseException:
+                close = getattr(waiting, "close", None)
+                if close is not None:
+                    close()  # Never awaited: the attempt is not made.
+                raise
         limit, by_deadline = self._first_response_limit(key)
         if limit is None:
             result = await waiting
@@ -513,19 +537,26 @@ class RoutedCall:
         self._served = True
         if self._pending is not None:
             self._pending = None
+            self._settings.health._share_success(key)  # type: ignore[union-attr]
             self._settings.health.record_success(key)  # type: ignore[union-attr]
         return result
 
-    def _settle(self, error: BaseException | None) -> None:
-        """Reports the pending attempt to the health tracker: failed with ``error``, or no verdict."""
+    def _settle(self, error: BaseException | None) -> str | None:
+        """Reports the pending attempt to the health tracker: failed with ``error``, or no verdict.
+
+        Returns:
+            The key reported, if any.
+        """
         key, self._pending = self._pending, None
         health = self._settings.health
         if key is None or health is None:
-            return
+            return None
         if error is None:
             health.release(key)  # Cancelled, cut by the deadline, or the call ended: no verdict.
+            health._share_release(key)
         else:
             health.record_failure(key, error, classify_error(error))
+        return key
 
     def _first_response_limit(self, key: str) -> tuple[float | None, bool]:
         """The seconds ``key`` may take to its first response, and whether the deadline sets them."""
@@ -567,6 +598,8 @@ class RoutedCall:
         if health is not None:
             self._settle(None)
             health.try_acquire(key)  # Takes the trial when half-open; the router's pick stands either way.
+            if health.store is not None:
+                await health._share_acquire(key)
             self._pending = key
         if self._settings.on_route is not None:  # No event is built for nobody: this is the hot path.
             await observability.call_hook(
@@ -584,8 +617,12 @@ class RoutedCall:
 
         While the router runs, :func:`annotate_route` writes to this call.
         """
+        health, limits = self._settings.health, self._settings.limits
+        if limits is not None or (health is not None and health.store is not None):
+            await refresh(health, limits, self._candidates())
         token = _notes.set(self._notes)
-        health_token = _health.set(self._settings.health)
+        health_token = _health.set(health)
+        limits_token = _limits.set(limits)
         try:
             choice = self._settings.router(self._models, self._subject, context)
             if type(choice) is str:  # The common case, checked first: this is the hot path.
@@ -593,6 +630,7 @@ class RoutedCall:
             if inspect.isawaitable(choice):
                 choice = await choice
         finally:
+            _limits.reset(limits_token)
             _health.reset(health_token)
             _notes.reset(token)
         if choice is None or choice == "":
@@ -605,6 +643,11 @@ class RoutedCall:
                 available=tuple(self._models),
             )
         return choice
+
+    def _candidates(self) -> list[str]:
+        """The keys the router may pick: those it declares, else every routed key."""
+        declared = getattr(self._settings.router, "declared_keys", None)
+        return [key for key in self._models if not isinstance(declared, frozenset) or key in declared]
 
     def _check_known(self, key: str, *, cause: BaseException | None) -> None:
         """Raises :class:`RoutingError` if ``key`` is not a routed model."""

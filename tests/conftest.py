@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import pytest
 from google.adk.agents import BaseAgent
 from google.adk.agents.run_config import RunConfig, StreamingMode
 from google.adk.apps import App
@@ -13,6 +15,8 @@ from google.adk.models.llm_response import LlmResponse
 from google.adk.plugins.base_plugin import BasePlugin
 from google.adk.runners import InMemoryRunner
 from google.genai import types
+
+from tests.redis_server import RedisServer
 
 
 def make_request(*texts: str) -> LlmRequest:
@@ -105,3 +109,12 @@ async def run_agent(
     )
     assert stored is not None
     return events, stored.events
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free 127.0.0.1 port, for the whole session."""
+    directory: Path = tmp_path_factory.mktemp("redis")
+    server = RedisServer(directory).start()
+    yield server
+    server.stop()
