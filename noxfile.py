@@ -48,9 +48,11 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def benchmark(session: nox.Session) -> None:
-    """Measures RoutedLlm's overhead and resilience (not part of the default run)."""
+    """Measures overhead, resilience and the on-device cascade (not part of the default run)."""
     session.install("-e", ".")
     session.run("python", "benchmarks/overhead.py", *session.posargs)
     for transport in ("httpx", "aiohttp"):
         session.install("aiohttp")
         session.run("python", "benchmarks/resilience.py", "--transport", transport)
+    session.install("-e", ".[ondevice]", env=PORTABLE_BUILD)
+    session.run("python", "-m", "benchmarks.cascade")
