@@ -55,4 +55,5 @@ def benchmark(session: nox.Session) -> None:
         session.install("aiohttp")
         session.run("python", "benchmarks/resilience.py", "--transport", transport)
     session.install("-e", ".[ondevice]", env=PORTABLE_BUILD)
+    session.run("python", "benchmarks/logprobs_cost.py")
     session.run("python", "-m", "benchmarks.cascade")

@@ -8,6 +8,7 @@ import logging
 import pytest
 from google.adk.agents import LlmAgent
 from google.adk.labs.classifiers import Binary, Choice, LlmClassifier, Score
+from google.adk.models.llm_request import LlmRequest
 
 from routed_llm import ClassifierStrategy, HealthTracker, RoutedLlm
 from routed_llm.strategies import FirstMatch, PreRoutingStrategy, WithFallback
@@ -22,8 +23,12 @@ SENSITIVE = Binary(instructions="Does the request contain personal data?")
 
 
 def answering(answer: dict[str, float]) -> ScriptedLlm:
-    """A small model that answers every classification with ``answer`` for the question."""
-    return ScriptedLlm(model="tiny-classifier", script=lambda request: json.dumps({"route": answer}))
+    """A small model that answers every question of the classifier's JSON schema with ``answer``."""
+
+    def reply(request: LlmRequest) -> str:
+        return json.dumps(dict.fromkeys(request.config.response_schema["required"], answer))
+
+    return ScriptedLlm(model="tiny-classifier", script=reply)
 
 
 def classifier(model: ScriptedLlm) -> LlmClassifier:

@@ -37,7 +37,8 @@ def small_classifier_model(request: LlmRequest) -> str:
         return "Hmm, hard to say."  # Not the JSON asked for: the classifier fails.
     hard = sum(word in text.lower() for word in HARD_WORDS)
     complex_share = min(0.95, 0.1 + 0.4 * hard)
-    return json.dumps({"route": {"simple": 1 - complex_share, "complex": complex_share}})
+    answer = {"simple": 1 - complex_share, "complex": complex_share}
+    return json.dumps(dict.fromkeys(request.config.response_schema["required"], answer))  # Each question.
 
 
 COMPLEXITY = Choice(

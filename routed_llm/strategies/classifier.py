@@ -16,12 +16,11 @@ from google.adk.labs.classifiers import BaseClassifier, Binary, BinaryAnswer, Ch
 
 from routed_llm.strategies.base import Decision, RoutingContext, Strategy, _require_key
 
-__all__ = ["QUESTION_NAME", "ClassifierStrategy"]
+__all__ = ["ClassifierStrategy"]
 
 logger = logging.getLogger(__name__)
 
-QUESTION_NAME = "route"
-"""The name :class:`ClassifierStrategy` gives its question in ``classify(questions=...)``."""
+_QUESTION = "route"
 
 
 @dataclass(frozen=True)
@@ -133,9 +132,9 @@ class ClassifierStrategy(Strategy):
             return None
         try:
             response = await self.classifier.classify(
-                input=ctx.input_text, questions={QUESTION_NAME: self.question}
+                input=ctx.input_text, questions={_QUESTION: self.question}
             )
-            label, probability = self._label(response.answers.get(QUESTION_NAME))
+            label, probability = self._label(response.answers.get(_QUESTION))
         except Exception:
             logger.warning(
                 "ClassifierStrategy: the classifier %s failed; no decision, the next rule decides.",
@@ -150,7 +149,7 @@ class ClassifierStrategy(Strategy):
     def _label(self, answer: object) -> tuple[str | bool, float]:
         """The label the answer names and its probability; ValueError for an answer that does not fit."""
         if answer is None:
-            raise ValueError(f"The classifier returned no answer to the question {QUESTION_NAME!r}.")
+            raise ValueError(f"The classifier returned no answer to the question {_QUESTION!r}.")
         if isinstance(self.question, Choice) and isinstance(answer, ChoiceAnswer):
             if answer.choice not in self._by_label:
                 raise ValueError(
