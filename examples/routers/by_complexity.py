@@ -4,7 +4,7 @@
 cheap model) a ``Choice`` question about the request, and routes on the label
 it picks. Wrapped in ``WithFallback``, a request the classifier cannot judge
 (the third one: the small model answers with prose, not the JSON asked for)
-goes to the large model, and so does one whose small model fails.
+goes to the large model, as would one whose small model fails.
 
 Runs offline: the models are ``routed_llm.testing`` fakes standing in for, say,
 ``gemini-2.5-flash-lite`` (the classifier and the small model) and
