@@ -100,8 +100,11 @@ async def test_sessions_as_the_unit_split_one_users_sessions():
     runner = make_runner(agent, plugins=[RoutingPlugin()])
     arms = set()
 
-    for _ in range(40):
-        _, stored = await run_agent(agent, "hi", runner=runner, user_id="same-user")
+    for number in range(40):  # Fixed session ids, so the split is the same on every run.
+        session = await runner.session_service.create_session(
+            app_name="test_app", user_id="same-user", session_id=f"session-{number}"
+        )
+        _, stored = await run_agent(agent, "hi", runner=runner, user_id="same-user", session_id=session.id)
         arms.add(stored[-1].custom_metadata["routed_llm"]["arm"])
 
     assert arms == {"flash", "pro"}
