@@ -577,7 +577,7 @@ class RoutedCall:
 def _copy_with_metadata(response: LlmResponse, metadata: dict[str, Any]) -> LlmResponse:
     """A shallow copy of ``response`` with ``custom_metadata`` replaced.
 
-    What ``response.model_copy(update=...)`` does, at about a quarter of the
+    What ``response.model_copy(update=...)`` does, at about 40% of the
     cost: this runs once per streamed chunk. Pydantic keeps a model's state
     in four slots, written here through their descriptors.
     """
