@@ -15,12 +15,12 @@ whole graph is returned to its original state, object identity included, at a
 fraction of the cost.
 
 A pydantic model is recorded compactly: only the values of the fields that
-are set (``model_fields_set``) and of the fields whose default is itself
-mutable (a ``default_factory`` list, say), plus which fields were set. Every
-other field holds its default, and restoring writes the default back. A node
-that breaks that rule (a value written past pydantic with
-``object.__setattr__``, an unset field that does not hold its default) is
-recorded whole instead, so the record stays exact for any node.
+are set (``model_fields_set``) and of the fields whose default is not None
+(a ``default_factory`` list, say, which can be filled in place while unset),
+and which fields were set. Every other field holds None, and restoring
+writes None back. A node that breaks that rule (a value written past
+pydantic with ``object.__setattr__``, a key in ``__dict__`` that is not a
+field) is recorded whole instead, so the record stays exact for any node.
 
 ``tools_dict`` is shared, never recorded: it holds live tool objects (MCP
 sessions, locks) that models read but do not edit. Objects that are neither
@@ -215,21 +215,26 @@ class RequestSnapshot:
                 rest.append(content)
                 continue
             state = content.__dict__
-            parts = state.get("parts")
-            if type(parts) is not list or len(state) != 2:
+            parts, role = state.get("parts"), state.get("role")
+            if type(parts) is not list or type(role) not in _LEAF_TYPES or len(state) != 2:
                 rest.append(content)
                 continue
-            recorded_contents += (content, parts, state["role"])
+            recorded_contents += (content, parts, role)
             lists += (parts, tuple(parts))
             for part in parts:
                 if type(part) is not part_type or part.__pydantic_fields_set__ != text_fields:
                     rest.append(part)
                     continue
                 part_state = part.__dict__
-                if len(part_state) != part_field_count or part_unset(part_state) != part_nones:
+                text = part_state.get("text")
+                if (
+                    type(text) is not str
+                    or len(part_state) != part_field_count
+                    or part_unset(part_state) != part_nones
+                ):
                     rest.append(part)
                     continue
-                texts += (part, part_state["text"])
+                texts += (part, text)
         return rest
 
     def _record_graph(self, stack: list[Any], seen: set[int]) -> None:
