@@ -14,14 +14,23 @@ Restoring writes that shallow state back into the very same objects, so the
 whole graph is returned to its original state, object identity included, at a
 fraction of the cost.
 
+A pydantic model is recorded compactly: only the values of the fields that
+are set (``model_fields_set``) and of the fields whose default is not None
+(a ``default_factory`` list, say, which can be filled in place while unset),
+and which fields were set. Every other field holds None, and restoring
+writes None back. A node that breaks that rule (a value written past
+pydantic with ``object.__setattr__``, a key in ``__dict__`` that is not a
+field) is recorded whole instead, so the record stays exact for any node.
+
 ``tools_dict`` is shared, never recorded: it holds live tool objects (MCP
 sessions, locks) that models read but do not edit. Objects that are neither
-pydantic models, lists nor dicts (callables, clients, enums, bytes) are kept
-by reference and not descended into.
+pydantic models, lists nor dicts (callables, clients, enums, bytes, tuples)
+are kept by reference and not descended into.
 """
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from google.genai import types
@@ -33,35 +42,110 @@ if TYPE_CHECKING:
 __all__ = ["RequestSnapshot"]
 
 _LEAF_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
-_SHARED_FIELDS = frozenset({"tools_dict"})
-# Part fields whose values are leaves (text, flags, bytes): nothing to descend.
-_PART_LEAF_FIELDS = frozenset({"text", "thought", "thought_signature"})
+# Distinct combinations of set fields remembered per model class; past this, a
+# layout is built for the node at hand and not kept.
+_MAX_LAYOUTS_PER_TYPE = 256
 
 
-def _fields_to_scan(node_type: type) -> frozenset[str] | None:
-    """Which fields of ``node_type`` may hold a mutable value while unset.
+class _Layout:
+    """How to record and restore a model of one class with one set of set fields.
 
-    A field the caller never set holds its default. Only a default that is a
-    container (a ``default_factory`` list, say) can be edited in place, so
-    those fields are scanned always and every other field only when set.
+    ``names`` are the fields recorded: the set ones, and every field whose
+    default is not None (a ``default_factory`` list, say, which can be edited
+    in place while unset). Every other field must hold None, which
+    ``unset(state) == nones`` checks (identity first: only an object whose
+    ``__eq__`` claims to equal None could pass in its place) and
+    :meth:`restore` writes back.
 
-    Returns:
-        The field names, or None when ``node_type`` is not a pydantic model
-        (such objects are kept by reference and not descended into).
+    Attributes:
+        fields: The set fields, as ``__pydantic_fields_set__`` holds them.
+        names: The fields whose values are recorded, in declaration order.
+        get: Reads the recorded values from ``__dict__``: None when there
+            are none, the bare value for one, a tuple for several.
+        many: Whether there are several recorded values (a tuple).
+        unset: Reads the other fields, the same way (None when there are none).
+        nones: What ``unset`` reads when every other field holds None.
+        size: How many fields the class has.
     """
-    scan: frozenset[str] | None = None
-    if isinstance(node_type, type) and issubclass(node_type, BaseModel):
-        scan = frozenset(
-            name
-            for name, field in node_type.model_fields.items()
-            if field.default_factory is not None or type(field.default) not in _LEAF_TYPES
+
+    __slots__ = ("_template", "fields", "get", "many", "names", "nones", "size", "unset")
+
+    def __init__(self, model_type: type[BaseModel], fields_set: frozenset[str]) -> None:
+        model_fields = model_type.model_fields
+        self.fields = fields_set
+        self.names = tuple(
+            name for name, info in model_fields.items() if name in fields_set or info.default is not None
         )
-    _SCAN_CACHE[node_type] = scan
-    return scan
+        unset = tuple(name for name in model_fields if name not in self.names)
+        self.size = len(model_fields)
+        # Every field in declaration order, the order pydantic fills ``__dict__``.
+        self._template = dict.fromkeys(model_fields)
+        self.get: Any = itemgetter(*self.names) if self.names else None
+        self.many = len(self.names) > 1
+        self.unset: Any = itemgetter(*unset) if unset else None
+        self.nones: Any = None if len(unset) == 1 else (None,) * len(unset)
+
+    def values(self, recorded: Any) -> tuple[Any, ...]:
+        """The recorded values as a tuple, whatever their count."""
+        if self.many:
+            return tuple(recorded)
+        return (recorded,) if self.names else ()
+
+    def restore(self, model: BaseModel, recorded: Any) -> None:
+        """Writes the recorded values back into ``model``, and None around them."""
+        state = model.__dict__
+        state.clear()
+        state.update(self._template)
+        state.update(zip(self.names, self.values(recorded), strict=True))
+        object.__setattr__(model, "__pydantic_fields_set__", set(self.fields))
 
 
-_SCAN_CACHE: dict[type, frozenset[str] | None] = {}
-_UNKNOWN = frozenset({"<unknown>"})
+class _Whole:
+    """Records a model whose state does not fit a layout: its whole ``__dict__``."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def restore(model: BaseModel, recorded: tuple[dict[str, Any], frozenset[str]]) -> None:
+        state, fields_set = recorded
+        current = model.__dict__
+        current.clear()
+        current.update(state)
+        object.__setattr__(model, "__pydantic_fields_set__", set(fields_set))
+
+
+_WHOLE = _Whole()
+# Per model class, its layouts by set fields; None for a class that is not a
+# pydantic model (kept by reference).
+_LAYOUTS: dict[type, dict[frozenset[str], _Layout] | None] = {}
+_NOT_SEEN: Any = object()
+
+
+def _layouts_of(node_type: type) -> dict[frozenset[str], _Layout] | None:
+    """The layouts of ``node_type``: None if it is not a pydantic model."""
+    if node_type not in _LAYOUTS:
+        is_model = isinstance(node_type, type) and issubclass(node_type, BaseModel)
+        _LAYOUTS[node_type] = {} if is_model else None
+    return _LAYOUTS[node_type]
+
+
+def _layout(
+    node_type: type[BaseModel], layouts: dict[frozenset[str], _Layout], fields_set: frozenset[str]
+) -> _Layout:
+    """Builds the layout of ``node_type`` for ``fields_set``, and keeps it if there is room."""
+    layout = _Layout(node_type, fields_set)
+    if len(layouts) < _MAX_LAYOUTS_PER_TYPE:
+        layouts[fields_set] = layout
+    return layout
+
+
+# The fast path's shape: a Content with parts and a role, a Part with text alone.
+_CONTENT_FIELDS = frozenset({"parts", "role"})
+_TEXT_FIELDS = frozenset({"text"})
+_PART_FIELD_COUNT = len(types.Part.model_fields)
+_PART_UNSET = itemgetter(*(name for name in types.Part.model_fields if name != "text"))
+_PART_NONES = (None,) * (_PART_FIELD_COUNT - 1)
+_PART_TEMPLATE = dict.fromkeys(types.Part.model_fields)
 
 
 class RequestSnapshot:
@@ -72,17 +156,18 @@ class RequestSnapshot:
     restored any number of times.
     """
 
-    __slots__ = ("_dicts", "_lists", "_models")
+    __slots__ = ("_contents", "_dicts", "_lists", "_models", "_texts")
 
-    def __init__(
-        self,
-        models: list[tuple[BaseModel, dict[str, Any], set[str]]],
-        lists: list[tuple[list[Any], list[Any]]],
-        dicts: list[tuple[dict[Any, Any], dict[Any, Any]]],
-    ) -> None:
-        self._models = models
-        self._lists = lists
-        self._dicts = dicts
+    def __init__(self) -> None:
+        # Flat, to keep a long request's record small: model, layout and
+        # values for each model; content, parts and role for each content on
+        # the fast path; part and text for each text part; the list and its
+        # items (a tuple) for each list.
+        self._models: list[Any] = []
+        self._contents: list[Any] = []
+        self._texts: list[Any] = []
+        self._lists: list[Any] = []
+        self._dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
 
     @classmethod
     def take(cls, llm_request: LlmRequest) -> RequestSnapshot:
@@ -94,71 +179,73 @@ class RequestSnapshot:
         Returns:
             A snapshot that :meth:`restore` rolls the request back to.
         """
-        snapshot = cls([], [], [])
-        top = llm_request.__dict__
-        snapshot._models.append((llm_request, top.copy(), set(llm_request.__pydantic_fields_set__)))
-        pending: list[Any] = [
-            value for name, value in top.items() if name not in _SHARED_FIELDS and name != "contents"
-        ]
-        if llm_request.__pydantic_private__:
-            pending.append(llm_request.__pydantic_private__)
-        contents = top.get("contents")
+        snapshot = cls()
+        state = llm_request.__dict__
+        # Tools are shared, never recorded; contents take the fast path.
+        seen = {id(state.get("tools_dict"))}
+        contents = state.get("contents")
+        rest: list[Any] = [llm_request]
         if type(contents) is list:
-            snapshot._lists.append((contents, contents.copy()))
-            pending += snapshot._record_contents(contents)
-        else:
-            pending.append(contents)
-        snapshot._record_graph(pending)
+            seen.add(id(contents))
+            snapshot._lists += (contents, tuple(contents))
+            rest += snapshot._record_contents(contents)
+        snapshot._record_graph(rest, seen)
         return snapshot
 
     def _record_contents(self, contents: list[Any]) -> list[Any]:
         """Records a list of ``Content`` objects on a fast path.
 
         Contents make up most of a long request and almost always have the
-        same shape: ``Content`` holding a list of text ``Part`` objects. That
-        shape is recorded here without the general walk's bookkeeping. A
-        ``Part`` or ``Content`` may appear twice in a request; recording it
-        twice is harmless, since both records hold the same state.
+        same shape: a ``Content`` with a role and a list of ``Part`` objects
+        that hold text and nothing else. That shape is recorded here without
+        the general walk's bookkeeping. A ``Part`` or ``Content`` may appear
+        twice in a request; recording it twice is harmless, since both
+        records hold the same state.
 
         Returns:
-            The nodes found that need the general walk (anything off the
-            common shape, and the non-text fields of parts).
+            The nodes off that shape, for the general walk.
         """
-        models = self._models
-        lists = self._lists
-        content_type, part_type, leaf_fields = types.Content, types.Part, _PART_LEAF_FIELDS
+        recorded_contents, texts, lists = self._contents, self._texts, self._lists
+        content_type, part_type = types.Content, types.Part
+        content_fields, text_fields = _CONTENT_FIELDS, _TEXT_FIELDS
+        part_field_count, part_unset, part_nones = _PART_FIELD_COUNT, _PART_UNSET, _PART_NONES
         rest: list[Any] = []
         for content in contents:
-            if type(content) is not content_type:
+            if type(content) is not content_type or content.__pydantic_fields_set__ != content_fields:
                 rest.append(content)
                 continue
             state = content.__dict__
-            models.append((content, state.copy(), set(content.__pydantic_fields_set__)))
-            parts = state["parts"]
-            if type(parts) is not list:
-                rest.append(parts)
+            parts, role = state.get("parts"), state.get("role")
+            if type(parts) is not list or type(role) not in _LEAF_TYPES or len(state) != 2:
+                rest.append(content)
                 continue
-            lists.append((parts, parts.copy()))
+            recorded_contents += (content, parts, role)
+            lists += (parts, tuple(parts))
             for part in parts:
-                if type(part) is not part_type:
+                if type(part) is not part_type or part.__pydantic_fields_set__ != text_fields:
                     rest.append(part)
                     continue
                 part_state = part.__dict__
-                fields_set = part.__pydantic_fields_set__
-                models.append((part, part_state.copy(), set(fields_set)))
-                if not fields_set <= leaf_fields:
-                    rest += map(part_state.get, fields_set)
+                text = part_state.get("text")
+                if (
+                    type(text) is not str
+                    or len(part_state) != part_field_count
+                    or part_unset(part_state) != part_nones
+                ):
+                    rest.append(part)
+                    continue
+                texts += (part, text)
         return rest
 
-    def _record_graph(self, stack: list[Any]) -> None:
+    def _record_graph(self, stack: list[Any], seen: set[int]) -> None:
         """Records every mutable node reachable from ``stack``, depth first.
 
         Each node is recorded once, however many paths lead to it, which also
-        makes the walk safe on graphs with cycles.
+        makes the walk safe on graphs with cycles. Nodes whose ids are in
+        ``seen`` are not recorded.
         """
         leaf = _LEAF_TYPES
-        scan_cache = _SCAN_CACHE
-        seen: set[int] = set()
+        models, lists, dicts = self._models, self._lists, self._dicts
         while stack:
             node = stack.pop()
             node_type = type(node)
@@ -166,37 +253,58 @@ class RequestSnapshot:
                 continue
             seen.add(id(node))
             if node_type is list:
-                self._lists.append((node, node.copy()))
+                lists += (node, tuple(node))
                 stack += node
-            elif node_type is dict:
-                self._dicts.append((node, node.copy()))
+                continue
+            if node_type is dict:
+                dicts.append((node, node.copy()))
                 stack += node.values()
+                continue
+            layouts = _LAYOUTS.get(node_type, _NOT_SEEN)
+            if layouts is _NOT_SEEN:
+                layouts = _layouts_of(node_type)
+            if layouts is None:
+                continue  # Not a pydantic model: kept by reference.
+            state = node.__dict__
+            fields_set = frozenset(node.__pydantic_fields_set__)
+            layout = layouts.get(fields_set) or _layout(node_type, layouts, fields_set)
+            if len(state) == layout.size and (layout.unset is None or layout.unset(state) == layout.nones):
+                values: Any = None if layout.get is None else layout.get(state)
+                models += (node, layout, values)
+                if layout.many:
+                    stack += values
+                else:
+                    stack.append(values)
             else:
-                scan = scan_cache.get(node_type, _UNKNOWN)
-                if scan is _UNKNOWN:
-                    scan = _fields_to_scan(node_type)
-                if scan is None:
-                    continue  # Not a pydantic model: kept by reference.
-                state = node.__dict__
-                fields_set = node.__pydantic_fields_set__
-                self._models.append((node, state.copy(), set(fields_set)))
-                stack += map(state.get, fields_set)
-                if scan:
-                    stack += map(state.get, scan)
-                if node.__pydantic_extra__:
-                    stack.append(node.__pydantic_extra__)
-                if node.__pydantic_private__:
-                    stack.append(node.__pydantic_private__)
+                models += (node, _WHOLE, (state.copy(), fields_set))
+                stack += state.values()
+            if node.__pydantic_extra__:
+                stack.append(node.__pydantic_extra__)
+            if node.__pydantic_private__:
+                stack.append(node.__pydantic_private__)
 
     def restore(self) -> None:
         """Writes the recorded state back into the recorded objects, in place."""
-        for model, state, fields_set in self._models:
-            current = model.__dict__
-            current.clear()
-            current.update(state)
-            object.__setattr__(model, "__pydantic_fields_set__", set(fields_set))
-        for items, saved_items in self._lists:
-            items[:] = saved_items
+        models = self._models
+        for index in range(0, len(models), 3):
+            models[index + 1].restore(models[index], models[index + 2])
+        contents = self._contents
+        for index in range(0, len(contents), 3):
+            content = contents[index]
+            state = content.__dict__
+            state.clear()
+            state.update(parts=contents[index + 1], role=contents[index + 2])
+            object.__setattr__(content, "__pydantic_fields_set__", set(_CONTENT_FIELDS))
+        texts = self._texts
+        for index in range(0, len(texts), 2):
+            part = texts[index]
+            state = part.__dict__
+            state.clear()
+            state.update(_PART_TEMPLATE, text=texts[index + 1])
+            object.__setattr__(part, "__pydantic_fields_set__", set(_TEXT_FIELDS))
+        lists = self._lists
+        for index in range(0, len(lists), 2):
+            lists[index][:] = lists[index + 1]
         for entries, saved_entries in self._dicts:
             entries.clear()
             entries.update(saved_entries)
