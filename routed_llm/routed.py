@@ -202,20 +202,35 @@ class RoutedLlm(BaseLlm):
                     try:
                         responses = call.delegate(key).generate_content_async(llm_request, stream)
                         response = await call.first_response(key, responses)
+                        held = await call.held_output(key, response, responses)
                     except Exception as error:
-                        if error is call.deadline_error:
+                        if error is call.judge_error:
                             raise
-                        if responses is not None:
-                            # Releases what the failed attempt holds before
-                            # the router is asked again.
-                            await responses.aclose()
-                        key = await call.fail_over(key, error)
-                        continue
+                        if error is not call.deadline_error:
+                            if responses is not None:
+                                # Releases what the failed attempt holds before
+                                # the router is asked again.
+                                await responses.aclose()
+                            try:
+                                key = await call.fail_over(key, error)
+                                continue
+                            except Exception as final:
+                                error = final
+                        rejected = call.rejected_output(error)
+                        if rejected is None:
+                            raise error
+                        for response in rejected:
+                            yield response
+                        return
                     if response is None:
                         return
                     route = call.route_metadata(key)
                     observability.record_served(route)
                     stamp = call.stamp
+                    if held is not None:
+                        for response in held:
+                            yield stamp(response, route)
+                        return
                     yield stamp(response, route)
                     if call.idle_timeout is None:  # The common case, without a timer per chunk.
                         async for response in responses:
