@@ -13,6 +13,7 @@ from routed_llm.errors import (
     DeadlineExceeded,
     ErrorClass,
     PermanentModelError,
+    ResponseRejected,
     RoutingError,
     StreamStalled,
     TransientModelError,
@@ -31,7 +32,7 @@ from routed_llm.invocation import (
 from routed_llm.live import RoutedConnection
 from routed_llm.observability import FailoverEvent, RouteEvent
 from routed_llm.routed import RoutedLlm
-from routed_llm.routing import METADATA_KEY, ErrorContext, LlmRouter, annotate_route
+from routed_llm.routing import METADATA_KEY, ErrorContext, Judge, LlmRouter, annotate_route
 from routed_llm.strategies import (
     CLOUD,
     ON_DEVICE,
@@ -70,9 +71,11 @@ __all__ = [
     "HealthTracker",
     "InputSizeStrategy",
     "InvocationInfo",
+    "Judge",
     "LlmRouter",
     "PermanentModelError",
     "PreRoutingStrategy",
+    "ResponseRejected",
     "RouteEvent",
     "RoutedConnection",
     "RoutedLlm",

@@ -20,7 +20,7 @@ from routed_llm import observability
 from routed_llm.health import HealthTracker
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
-from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings
+from routed_llm.routing import Judge, LlmRouter, RoutedCall, RouterSettings
 from routed_llm.timeouts import check_seconds, per_key_seconds
 
 __all__ = ["RoutedLlm"]
@@ -88,14 +88,24 @@ class RoutedLlm(BaseLlm):
             counts against the key. Strategies skip keys it says are
             unavailable. One tracker may serve several routed models whose
             keys name the same deployments.
+        accept: Judges of the answers: one :data:`~routed_llm.routing.Judge`
+            for every key, or ``{key: judge}`` (keys left out are not
+            judged). A judged key's answer is held back to its end, then
+            judged: accepted, it is output in order; rejected, the router
+            gets a :class:`~routed_llm.ResponseRejected`, transient, so every
+            strategy fails over. If no other model serves, the rejected
+            answer is output after all, marked ``rejected``. A rejection is
+            no verdict on the key's health. Live connections are not judged.
 
     Raises:
         ValueError: If ``models`` is empty, names a model twice, or has a
             model name ADK cannot resolve, if ``router`` declares keys that
             are not in ``models``, or a time limit is not a positive number
-            (or names a key that is not routed).
+            (or names a key that is not routed), or ``accept`` names a key
+            that is not routed.
         TypeError: If an entry is neither a ``BaseLlm`` nor a string, a key is
-            not a non-empty string, or ``router`` or a hook is not callable.
+            not a non-empty string, or ``router``, a hook or a judge is not
+            callable.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -116,6 +126,7 @@ class RoutedLlm(BaseLlm):
         idle_timeout: float | None = None,
         deadline: float | None = None,
         health: HealthTracker | None = None,
+        accept: Judge | Mapping[str, Judge] | None = None,
     ) -> None:
         resolved = _resolve_models(models)
         _check_router(router, resolved)
@@ -140,6 +151,7 @@ class RoutedLlm(BaseLlm):
             idle_timeout=check_seconds("RoutedLlm", "idle_timeout", idle_timeout),
             deadline=check_seconds("RoutedLlm", "deadline", deadline),
             health=health,
+            accept=_judges(accept, resolved),
         )
 
     @property
@@ -184,14 +196,17 @@ class RoutedLlm(BaseLlm):
         Yields:
             The delegate's responses as they arrive, each a copy with
             ``custom_metadata["routed_llm"]`` naming the serving key (the
-            delegate's own objects are never changed).
+            delegate's own objects are never changed). A judged key's answer
+            and an error response are held back to their end first.
 
         Raises:
             RoutingError: If the router picks no key or an unknown one.
             asyncio.CancelledError: If the call is cancelled (a model that
                 reports the cancellation as another error is not failed over).
             Exception: The last model error, unchanged, when the router stops
-                failing over; any error after a response was yielded.
+                failing over and no answer was rejected (a rejected answer is
+                output instead); any error after a response was yielded;
+                whatever a judge raised.
         """
         call = self._new_call(llm_request)
         try:
@@ -361,6 +376,32 @@ def _resolve_models(
                 "each entry is a BaseLlm instance or a model name string."
             )
     return resolved
+
+
+def _judges(accept: object, models: Mapping[str, BaseLlm]) -> Mapping[str, Judge]:
+    """Checks ``accept`` and turns it into a read-only mapping of key to judge."""
+    if accept is None:
+        return MappingProxyType({})
+    if not isinstance(accept, Mapping):
+        if not callable(accept):
+            raise TypeError(
+                "RoutedLlm(accept=...) takes a judge, judge(key, response) -> bool | str, or a "
+                f"mapping of key to judge; got {type(accept).__name__}."
+            )
+        return MappingProxyType(dict.fromkeys(models, accept))
+    unknown = sorted(str(key) for key in accept if key not in models)
+    if unknown:
+        raise ValueError(
+            f"RoutedLlm(accept=...) names the keys {unknown}, which are not in models "
+            f"({', '.join(repr(key) for key in models)}). Judge routed keys only."
+        )
+    for key, judge in accept.items():
+        if not callable(judge):
+            raise TypeError(
+                f"RoutedLlm(accept=...): the judge for {key!r} is a {type(judge).__name__}; a judge is "
+                "a function judge(key, response) returning True, False or a reason string."
+            )
+    return MappingProxyType(dict(accept))
 
 
 def _check_router(router: object, models: Mapping[str, BaseLlm]) -> None:

@@ -613,7 +613,9 @@ class RoutedCall:
             self._pending = None
             self._settings.health.record_success(key)  # type: ignore[union-attr]
 
-    async def _judge(self, judge: Judge, key: str, response: LlmResponse, notes: dict[str, Any]) -> bool | str:
+    async def _judge(
+        self, judge: Judge, key: str, response: LlmResponse, notes: dict[str, Any]
+    ) -> bool | str:
         """Asks ``judge`` about ``key``'s answer, its annotations going to ``notes``.
 
         Raises:
