@@ -315,6 +315,10 @@ def is_transient(error: BaseException) -> bool:
 
     * :class:`PermanentModelError` is permanent, :class:`TransientModelError`
       transient.
+    * :class:`ResponseRejected` is permanent when the rejected response is a
+      refusal (an error code in :data:`REFUSAL_CODES`, or a blocked prompt),
+      transient otherwise: a judge's rejection, ``MALFORMED_FUNCTION_CALL``,
+      ``OTHER``, ``RECITATION``, an empty answer.
     * An input too long for the model's context window is transient,
       although it is sent as HTTP 400: a model with a larger window may well
       succeed. Recognised as LiteLLM's ``ContextWindowExceededError`` and by

@@ -16,6 +16,7 @@ from routed_llm.judges import min_confidence
 from routed_llm.strategies import FallbackStrategy
 from routed_llm.testing import ScriptedLlm, Stream
 from tests.conftest import collect, in_order, make_request, run_agent, texts
+from tests.test_time_limits import TINY, Hanging
 
 
 def answer(text: str, *, confidence: float | None = None) -> LlmResponse:
@@ -332,3 +333,20 @@ def test_min_confidence_threshold_that_is_not_a_number_is_rejected(threshold):
 def test_min_confidence_missing_must_be_accept_or_reject():
     with pytest.raises(ValueError, match="'accept' or 'reject'"):
         min_confidence(0.6, missing="maybe")
+
+
+async def test_a_rejected_answer_is_output_when_the_deadline_runs_out_on_the_next_model():
+    llm = RoutedLlm(
+        models={
+            "device": ScriptedLlm(model="device", script=[answer("a guess")]),
+            "cloud": Hanging(model="cloud"),
+        },
+        router=FallbackStrategy(["device", "cloud"]),
+        accept={"device": lambda key, response: "unsure"},
+        deadline=TINY,
+    )
+
+    responses = await ask(llm)
+
+    assert texts(responses) == ["a guess"]
+    assert route(responses[0])["rejected"] == "unsure"
