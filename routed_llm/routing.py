@@ -477,14 +477,17 @@ class RoutedCall:
                 rejection.key,
                 type(error).__name__,
             )
+        errors = {failed: type(failure).__name__ for failed, failure in self._errors.items()}
+        if error is self._deadline_error and self._deadline_error.key is not None:
+            errors[self._deadline_error.key] = type(error).__name__  # The attempt the deadline cut.
         route = {
             **self._notes,
             **notes,
             "key": rejection.key,
             "model": self._models[rejection.key].model,
-            "failed_keys": list(self._errors),
-            "errors": {failed: type(failure).__name__ for failed, failure in self._errors.items()},
-            "attempts": len(self._errors),
+            "failed_keys": list(errors),
+            "errors": errors,
+            "attempts": len(errors),
             "rejected": rejection.reason,
         }
         observability.record_served(route)

@@ -349,4 +349,7 @@ async def test_a_rejected_answer_is_output_when_the_deadline_runs_out_on_the_nex
     responses = await ask(llm)
 
     assert texts(responses) == ["a guess"]
-    assert route(responses[0])["rejected"] == "unsure"
+    assert (route(responses[0])["rejected"], route(responses[0])["errors"]) == (
+        "unsure",
+        {"device": "ResponseRejected", "cloud": "DeadlineExceeded"},
+    )
