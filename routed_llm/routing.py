@@ -246,7 +246,8 @@ class RoutedCall:
         self._pending: str | None = None  # The key whose attempt has no verdict yet.
         self._judge_error: Exception | None = None
         self._judge_notes: Mapping[str, Any] = _NO_NOTES  # What the accepting judge annotated.
-        # The last rejected answer: the error, its held output and its judge's annotations.
+        # The rejected answer to output if no model serves: the error, its held output and its
+        # judge's annotations. The last one a judge rejected, else the last error response.
         self._rejected: tuple[ResponseRejected, list[LlmResponse], Mapping[str, Any]] | None = None
         # When the deadline runs out, on the event loop's clock (the one asyncio.timeout uses).
         self._expires = None if settings.deadline is None else _loop_time() + settings.deadline
@@ -431,7 +432,8 @@ class RoutedCall:
             code = getattr(first.error_code, "value", first.error_code)
             detail = f": {first.error_message}" if first.error_message else ""
             rejection = ResponseRejected(key, first, f"the model answered with the error {code}{detail}")
-            self._rejected = (rejection, held, _NO_NOTES)
+            if self._rejected is None or is_error_response(self._rejected[0].response):
+                self._rejected = (rejection, held, _NO_NOTES)  # An answer a judge rejected beats it.
             raise rejection
         assert judge is not None
         notes: dict[str, Any] = {}
@@ -459,7 +461,8 @@ class RoutedCall:
         The call ends that way when the router stops (``error`` is the last
         model error, a rejection or not) or the deadline runs out. Then an
         answer rejected earlier in the call is output after all, as it was,
-        each response marked ``rejected`` with the reason in its record.
+        each response marked ``rejected`` with the reason in its record: the
+        last answer a judge rejected, else the last error response.
 
         Returns:
             The rejected answer's responses, stamped; None if no answer was

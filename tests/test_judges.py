@@ -353,3 +353,15 @@ async def test_a_rejected_answer_is_output_when_the_deadline_runs_out_on_the_nex
         "unsure",
         {"device": "ResponseRejected", "cloud": "DeadlineExceeded"},
     )
+
+
+async def test_an_unsure_answer_is_output_rather_than_the_next_models_error_response():
+    llm = device_then_cloud(
+        [answer("a guess")],
+        lambda key, response: "unsure",
+        cloud_script=[LlmResponse(error_code="OTHER", finish_reason=types.FinishReason.OTHER)],
+    )
+
+    responses = await ask(llm)
+
+    assert (texts(responses), route(responses[0])["key"]) == (["a guess"], "device")
