@@ -217,7 +217,9 @@ class RoutedLlm(BaseLlm):
                     try:
                         responses = call.delegate(key).generate_content_async(llm_request, stream)
                         response = await call.first_response(key, responses)
-                        held = await call.held_output(key, response, responses)
+                        held = None
+                        if call.holding and response is not None:  # A judged answer or an error response.
+                            held = await call.held_output(key, response, responses)
                     except Exception as error:
                         if error is call.judge_error:
                             raise

@@ -216,6 +216,7 @@ class RoutedCall:
         "_deadline_error",
         "_errors",
         "_expires",
+        "_holding",
         "_judge_error",
         "_judge_notes",
         "_llm_request",
@@ -244,6 +245,7 @@ class RoutedCall:
         self._cancelling = task.cancelling() if task is not None else 0
         self._deadline_error: DeadlineExceeded | None = None
         self._pending: str | None = None  # The key whose attempt has no verdict yet.
+        self._holding = False
         self._judge_error: Exception | None = None
         self._judge_notes: Mapping[str, Any] = _NO_NOTES  # What the accepting judge annotated.
         # The rejected answer to output if no model serves: the error, its held output and its
@@ -389,18 +391,26 @@ class RoutedCall:
             Exception: Whatever the model raised.
         """
         response = await self._first(key, anext(responses, None), settle=False)
-        # A judged answer or an error response gets its verdict once held.
-        if response is None or (key not in self._settings.accept and not is_error_response(response)):
+        # A judged answer or an error response is held, and gets its verdict then.
+        self._holding = response is not None and (
+            key in self._settings.accept or (response.error_code is not None and is_error_response(response))
+        )
+        if not self._holding:
             self._succeed(key)
         return response
 
-    async def held_output(
-        self, key: str, first: LlmResponse | None, responses: AsyncIterator[LlmResponse]
-    ) -> list[LlmResponse] | None:
-        """Holds back the rest of an answer that must be judged before any of it is output.
+    @property
+    def holding(self) -> bool:
+        """Whether the answer :meth:`first_response` just returned must be held (:meth:`held_output`)."""
+        return self._holding
 
-        An unjudged key's answer that is not an error response is not held:
-        it streams as it arrives.
+    async def held_output(
+        self, key: str, first: LlmResponse, responses: AsyncIterator[LlmResponse]
+    ) -> list[LlmResponse]:
+        """Holds back the rest of an answer to be judged before any of it is output.
+
+        Called when :attr:`holding` says so: for a judged key's answer, or
+        an error response. Any other answer streams as it arrives.
 
         Args:
             key: The key that answered.
@@ -408,8 +418,7 @@ class RoutedCall:
             responses: The rest of its responses.
 
         Returns:
-            None when the answer is not held; else every response of the
-            accepted answer, in order.
+            Every response of the accepted answer, in order.
 
         Raises:
             ResponseRejected: The answer is an error response, or the key's
@@ -419,12 +428,8 @@ class RoutedCall:
                 (nothing was output, so it fails over like any other
                 failure), or the judge raised (see :attr:`judge_error`).
         """
-        if first is None:
-            return None
         judge = self._settings.accept.get(key)
         refused = is_error_response(first)
-        if judge is None and not refused:
-            return None
         held = [first]
         while (response := await self.next_response(key, responses)) is not None:
             held.append(response)
