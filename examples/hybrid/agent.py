@@ -54,12 +54,12 @@ class DeviceFirstCloudIfUnsure(Strategy):
         return frozenset({ON_DEVICE, CLOUD})
 
     def decide(self, ctx: RoutingContext) -> str | None:
-        private = privacy_rule(ctx) == ON_DEVICE
+        private = privacy_rule(ctx) == ON_DEVICE  # Also records why a private prompt stays local.
         if not ctx.is_failover:
             return ON_DEVICE
         assert ctx.error_context is not None
         if private or CLOUD in ctx.failed_keys or not cloud_reachable():
-            return None  # The device's answer, unsure as it is, is output.
+            return None  # No one else: the device's unsure answer is output (or its error raised).
         # Cloud and device are different providers: a device failure of any kind may go to the cloud.
         return CLOUD if fall_back_across_providers(ctx.error_context.last_error) else None
 
