@@ -265,10 +265,9 @@ def is_error_response(response: LlmResponse) -> bool:
 
 def _refuses(response: LlmResponse) -> bool:
     """Whether an error response refuses the request: a safety-type code or a blocked prompt."""
-    code = response.error_code
-    if code is None or (response.content and response.content.parts):
+    if not is_error_response(response):
         return False
-    code = str(getattr(code, "value", code))
+    code = str(getattr(response.error_code, "value", response.error_code))
     # A blocked prompt has no candidate, so no finish reason; Gemini's block reasons include OTHER.
     return code in REFUSAL_CODES or (response.finish_reason is None and code in _BLOCK_REASONS)
 
