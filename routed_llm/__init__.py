@@ -16,6 +16,7 @@ from routed_llm.errors import (
     DeadlineExceeded,
     ErrorClass,
     PermanentModelError,
+    ResponseRejected,
     RoutingError,
     StreamStalled,
     TransientModelError,
@@ -35,7 +36,7 @@ from routed_llm.limits import Limit, RateLimits
 from routed_llm.live import RoutedConnection
 from routed_llm.observability import FailoverEvent, RouteEvent
 from routed_llm.routed import RoutedLlm
-from routed_llm.routing import METADATA_KEY, ErrorContext, LlmRouter, annotate_route
+from routed_llm.routing import METADATA_KEY, ErrorContext, Judge, LlmRouter, annotate_route
 from routed_llm.strategies import (
     CLOUD,
     ON_DEVICE,
@@ -78,11 +79,13 @@ __all__ = [
     "HealthTracker",
     "InputSizeStrategy",
     "InvocationInfo",
+    "Judge",
     "Limit",
     "LlmRouter",
     "PermanentModelError",
     "PreRoutingStrategy",
     "RateLimits",
+    "ResponseRejected",
     "RouteEvent",
     "RoutedAgent",
     "RoutedConnection",

@@ -15,17 +15,22 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeAlias
 
+from google.adk.models.llm_response import LlmResponse
+from google.genai import types
+
 __all__ = [
     "AttemptTimeout",
     "BudgetExhausted",
     "DeadlineExceeded",
     "ErrorClass",
     "PermanentModelError",
+    "ResponseRejected",
     "RoutingError",
     "StreamStalled",
     "TransientModelError",
     "classify_error",
     "fall_back_across_providers",
+    "is_error_response",
     "is_transient",
 ]
 
@@ -42,6 +47,12 @@ PERMANENT_STATUSES = frozenset(
     {"INVALID_ARGUMENT", "PERMISSION_DENIED", "UNAUTHENTICATED", "FAILED_PRECONDITION", "NOT_FOUND"}
 )
 """Google API status names that say the request would fail on every model."""
+
+
+REFUSAL_CODES = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"})
+"""Error codes of an error response that refuse the request itself: permanent."""
+
+_BLOCK_REASONS = frozenset(reason.value for reason in types.BlockedReason)
 
 
 def _rebuild_deadline(deadline: float, key: str | None) -> DeadlineExceeded:
@@ -233,6 +244,65 @@ class DeadlineExceeded(TimeoutError):
         return _rebuild_deadline, (self.deadline, self.key)
 
 
+class ResponseRejected(Exception):
+    """A model answered, but its answer was rejected before any of it was output.
+
+    Two things reject an answer: the answer is an *error response* (its first
+    response has ``error_code`` set and no content parts, as ADK makes of
+    Gemini's HTTP 200 with ``finishReason: OTHER`` or a blocked prompt), or
+    the key's judge (``RoutedLlm(accept=...)``) said no. Either way nothing
+    was output, so it goes to the router as ``last_error`` like any failure.
+    :func:`classify_error` reads the response: a refusal (:data:`REFUSAL_CODES`
+    or a blocked prompt) is ``"request"``, anything else ``"transient"``.
+
+    If no other model serves, the rejected output itself is yielded, marked
+    ``rejected`` in its route record, rather than this exception raised.
+
+    Attributes:
+        key: The key whose answer was rejected.
+        response: The rejected response: the error response, or the final
+            response the judge saw.
+        reason: Why it was rejected.
+    """
+
+    def __init__(self, key: str, response: LlmResponse, reason: str) -> None:
+        """Creates the error.
+
+        Args:
+            key: The key whose answer was rejected.
+            response: The rejected response.
+            reason: Why it was rejected.
+        """
+        super().__init__(f"The answer of model key {key!r} was rejected: {reason}")
+        self.key = key
+        self.response = response
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ResponseRejected], tuple[str, LlmResponse, str]]:
+        return type(self), (self.key, self.response, self.reason)
+
+
+def is_error_response(response: LlmResponse) -> bool:
+    """Whether ``response`` is an error response: ``error_code`` set and no content parts.
+
+    Args:
+        response: A response a model yielded.
+
+    Returns:
+        True if it carries an error code and nothing to show.
+    """
+    return response.error_code is not None and not (response.content and response.content.parts)
+
+
+def _refuses(response: LlmResponse) -> bool:
+    """Whether an error response refuses the request: a safety-type code or a blocked prompt."""
+    if not is_error_response(response):
+        return False
+    code = str(getattr(response.error_code, "value", response.error_code))
+    # A blocked prompt has no candidate, so no finish reason; Gemini's block reasons include OTHER.
+    return code in REFUSAL_CODES or (response.finish_reason is None and code in _BLOCK_REASONS)
+
+
 def classify_error(error: BaseException) -> ErrorClass:
     """Says who is at fault for a model failure, and so where it may go next.
 
@@ -275,6 +345,10 @@ def is_transient(error: BaseException) -> bool:
 
     * :class:`PermanentModelError` is permanent, :class:`TransientModelError`
       transient.
+    * :class:`ResponseRejected` is permanent when the rejected response is a
+      refusal (an error code in :data:`REFUSAL_CODES`, or a blocked prompt),
+      transient otherwise: a judge's rejection, ``MALFORMED_FUNCTION_CALL``,
+      ``OTHER``, ``RECITATION``, an empty answer.
     * An input too long for the model's context window is transient,
       although it is sent as HTTP 400: a model with a larger window may well
       succeed. Recognised as LiteLLM's ``ContextWindowExceededError`` and by
@@ -351,6 +425,8 @@ def _classify_link(error: BaseException) -> ErrorClass | None:
         return "request"
     if isinstance(error, TransientModelError):
         return "transient"
+    if isinstance(error, ResponseRejected):
+        return "request" if _refuses(error.response) else "transient"
     if any(cls.__name__ == "ContextWindowExceededError" for cls in type(error).__mro__):
         return "transient"
     base = _status_class(error)

@@ -21,7 +21,7 @@ from routed_llm.health import HealthTracker
 from routed_llm.limits import RateLimits
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
-from routed_llm.routing import LlmRouter, RoutedCall, RouterSettings, check_router
+from routed_llm.routing import Judge, LlmRouter, RoutedCall, RouterSettings, check_router
 from routed_llm.timeouts import check_seconds, per_key_seconds
 
 __all__ = ["RoutedLlm"]
@@ -94,14 +94,24 @@ class RoutedLlm(BaseLlm):
             :class:`~routed_llm.BudgetExhausted` before output, and the router
             picks again), tokens are counted when the response ends, and
             strategies skip keys whose budget is spent.
+        accept: Judges of the answers: one :data:`~routed_llm.routing.Judge`
+            for every key, or ``{key: judge}`` (keys left out are not
+            judged). A judged key's answer is held back to its end, then
+            judged: accepted, it is output in order; rejected, the router
+            gets a :class:`~routed_llm.ResponseRejected`, transient, so every
+            strategy fails over. If no other model serves, the rejected
+            answer is output after all, marked ``rejected``. A rejection is
+            no verdict on the key's health. Live connections are not judged.
 
     Raises:
         ValueError: If ``models`` is empty, names a model twice, or has a
             model name ADK cannot resolve, if ``router`` declares keys that
             are not in ``models``, or a time limit is not a positive number
-            (or names a key that is not routed).
+            (or names a key that is not routed), or ``accept`` names a key
+            that is not routed.
         TypeError: If an entry is neither a ``BaseLlm`` nor a string, a key is
-            not a non-empty string, or ``router`` or a hook is not callable.
+            not a non-empty string, or ``router``, a hook or a judge is not
+            callable.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -123,6 +133,7 @@ class RoutedLlm(BaseLlm):
         deadline: float | None = None,
         health: HealthTracker | None = None,
         limits: RateLimits | None = None,
+        accept: Judge | Mapping[str, Judge] | None = None,
     ) -> None:
         resolved = _resolve_models(models)
         check_router(
@@ -153,6 +164,7 @@ class RoutedLlm(BaseLlm):
             deadline=check_seconds("RoutedLlm", "deadline", deadline),
             health=health,
             limits=limits,
+            accept=_judges(accept, resolved),
         )
 
     @property
@@ -197,14 +209,17 @@ class RoutedLlm(BaseLlm):
         Yields:
             The delegate's responses as they arrive, each a copy with
             ``custom_metadata["routed_llm"]`` naming the serving key (the
-            delegate's own objects are never changed).
+            delegate's own objects are never changed). A judged key's answer
+            and an error response are held back to their end first.
 
         Raises:
             RoutingError: If the router picks no key or an unknown one.
             asyncio.CancelledError: If the call is cancelled (a model that
                 reports the cancellation as another error is not failed over).
             Exception: The last model error, unchanged, when the router stops
-                failing over; any error after a response was yielded.
+                failing over and no answer was rejected (a rejected answer is
+                output instead); any error after a response was yielded;
+                whatever a judge raised.
         """
         call = self._new_call(llm_request)
         try:
@@ -217,20 +232,37 @@ class RoutedLlm(BaseLlm):
                             key, call.delegate(key).generate_content_async(llm_request, stream)
                         )
                         response = await call.first_response(key, responses)
+                        held = None
+                        if call.holding and response is not None:  # A judged answer or an error response.
+                            held = await call.held_output(key, response, responses)
                     except Exception as error:
-                        if error is call.deadline_error:
+                        if error is call.judge_error:
                             raise
-                        if responses is not None:
-                            # Releases what the failed attempt holds before
-                            # the router is asked again.
-                            await responses.aclose()
-                        key = await call.fail_over(key, error)
-                        continue
+                        if error is not call.deadline_error:
+                            if responses is not None:
+                                # Releases what the failed attempt holds before
+                                # the router is asked again.
+                                await responses.aclose()
+                            try:
+                                key = await call.fail_over(key, error)
+                                continue
+                            except Exception as final:
+                                error = final
+                        rejected = call.rejected_output(error)
+                        if rejected is None:
+                            raise error
+                        for response in rejected:
+                            yield response
+                        return
                     if response is None:
                         return
                     route = call.route_metadata(key)
                     observability.record_served(route)
                     stamp = call.stamp
+                    if held is not None:
+                        for response in held:
+                            yield stamp(response, route)
+                        return
                     yield stamp(response, route)
                     if call.idle_timeout is None:  # The common case, without a timer per chunk.
                         async for response in responses:
@@ -379,3 +411,29 @@ def _resolve_models(
                 "each entry is a BaseLlm instance or a model name string."
             )
     return resolved
+
+
+def _judges(accept: object, models: Mapping[str, BaseLlm]) -> Mapping[str, Judge]:
+    """Checks ``accept`` and turns it into a read-only mapping of key to judge."""
+    if accept is None:
+        return MappingProxyType({})
+    if not isinstance(accept, Mapping):
+        if not callable(accept):
+            raise TypeError(
+                "RoutedLlm(accept=...) takes a judge, judge(key, response) -> bool | str, or a "
+                f"mapping of key to judge; got {type(accept).__name__}."
+            )
+        return MappingProxyType(dict.fromkeys(models, accept))
+    unknown = sorted(str(key) for key in accept if key not in models)
+    if unknown:
+        raise ValueError(
+            f"RoutedLlm(accept=...) names the keys {unknown}, which are not in models "
+            f"({', '.join(repr(key) for key in models)}). Judge routed keys only."
+        )
+    for key, judge in accept.items():
+        if not callable(judge):
+            raise TypeError(
+                f"RoutedLlm(accept=...): the judge for {key!r} is a {type(judge).__name__}; a judge is "
+                "a function judge(key, response) returning True, False or a reason string."
+            )
+    return MappingProxyType(dict(accept))

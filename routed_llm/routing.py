@@ -42,7 +42,15 @@ from google.adk.models.llm_response import LlmResponse
 from pydantic import BaseModel
 
 from routed_llm import observability
-from routed_llm.errors import AttemptTimeout, DeadlineExceeded, RoutingError, StreamStalled, classify_error
+from routed_llm.errors import (
+    AttemptTimeout,
+    DeadlineExceeded,
+    ResponseRejected,
+    RoutingError,
+    StreamStalled,
+    classify_error,
+    is_error_response,
+)
 from routed_llm.health import HealthTracker
 from routed_llm.limits import RateLimits
 from routed_llm.observability import FailoverEvent, FailoverHook, RouteEvent, RouteHook
@@ -52,6 +60,7 @@ from routed_llm.store import refresh
 __all__ = [
     "METADATA_KEY",
     "ErrorContext",
+    "Judge",
     "LlmRouter",
     "RoutedCall",
     "RouterSettings",
@@ -107,7 +116,18 @@ and the edits are undone before the router is asked again.
 """
 
 
-_RESERVED_NOTES = frozenset({"key", "model", "agent", "router", "failed_keys", "errors", "attempts", "inner"})
+Judge: TypeAlias = Callable[[str, LlmResponse], bool | str | Awaitable[bool | str]]
+"""A function that accepts or rejects a model's answer: ``judge(key, response)``.
+
+It receives the key that answered and the answer's final response. It
+returns ``True`` to accept, ``False`` or a string (the reason) to reject. It
+may be a plain or an ``async`` function, and may add to the answer's route
+record with :func:`annotate_route`. See ``RoutedLlm(accept=...)``.
+"""
+
+_RESERVED_NOTES = frozenset(
+    {"key", "model", "agent", "router", "failed_keys", "errors", "attempts", "inner", "rejected"}
+)
 _notes: ContextVar[dict[str, Any] | None] = ContextVar("routed_llm_route_notes", default=None)
 
 
@@ -118,6 +138,9 @@ def annotate_route(**values: str | int | float | bool) -> bool:
     every response's ``custom_metadata["routed_llm"]`` and, prefixed
     ``routed_llm.``, on the model call's OpenTelemetry span. They survive a
     failover: an A/B test's arm stays recorded when another key serves.
+
+    Called from a judge (``RoutedLlm(accept=...)``), the values belong to the
+    answer judged: they are recorded only if that answer is the one output.
 
     Args:
         **values: Names and plain values, e.g. ``arm="pro"``.
@@ -177,6 +200,7 @@ class RouterSettings:
         label: What a key names, for the route record and messages:
             ``"model"`` (named by ``.model``) or ``"agent"`` (``.name``).
         record: Entries every route record carries (a routed agent's name).
+        accept: The judge of each judged key; keys left out are not judged.
     """
 
     models: Mapping[str, Any]
@@ -192,6 +216,7 @@ class RouterSettings:
     snapshot: Callable[[Any], Snapshot] = RequestSnapshot.take
     label: str = "model"
     record: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    accept: Mapping[str, Judge] = field(default_factory=lambda: MappingProxyType({}))
 
 
 _health: ContextVar[HealthTracker | None] = ContextVar("routed_llm_health", default=None)
@@ -234,9 +259,13 @@ class RoutedCall:
         "_deadline_error",
         "_errors",
         "_expires",
+        "_holding",
+        "_judge_error",
+        "_judge_notes",
         "_models",
         "_notes",
         "_pending",
+        "_rejected",
         "_served",
         "_settings",
         "_snapshot",
@@ -259,6 +288,12 @@ class RoutedCall:
         self._cancelling = task.cancelling() if task is not None else 0
         self._deadline_error: DeadlineExceeded | None = None
         self._pending: str | None = None  # The key whose attempt has no verdict yet.
+        self._holding = False
+        self._judge_error: Exception | None = None
+        self._judge_notes: Mapping[str, Any] = _NO_NOTES  # What the accepting judge annotated.
+        # The rejected answer to output if no model serves: the error, its held output and its
+        # judge's annotations. The last one a judge rejected, else the last error response.
+        self._rejected: tuple[ResponseRejected, list[LlmResponse], Mapping[str, Any]] | None = None
         # When the deadline runs out, on the event loop's clock (the one asyncio.timeout uses).
         self._expires = None if settings.deadline is None else _loop_time() + settings.deadline
 
@@ -404,7 +439,116 @@ class RoutedCall:
                 the last model error of the call, if any.
             Exception: Whatever the model raised.
         """
-        return await self._first(key, anext(responses, None))
+        response = await self._first(key, anext(responses, None), settle=False)
+        # A judged answer or an error response is held, and gets its verdict then.
+        self._holding = response is not None and (
+            key in self._settings.accept or (response.error_code is not None and is_error_response(response))
+        )
+        if not self._holding:
+            self._succeed(key)
+        return response
+
+    @property
+    def holding(self) -> bool:
+        """Whether the answer :meth:`first_response` just returned must be held (:meth:`held_output`)."""
+        return self._holding
+
+    async def held_output(
+        self, key: str, first: LlmResponse, responses: AsyncIterator[LlmResponse]
+    ) -> list[LlmResponse]:
+        """Holds back the rest of an answer to be judged before any of it is output.
+
+        Called when :attr:`holding` says so: for a judged key's answer, or
+        an error response. Any other answer streams as it arrives.
+
+        Args:
+            key: The key that answered.
+            first: Its first response, from :meth:`first_response`.
+            responses: The rest of its responses.
+
+        Returns:
+            Every response of the accepted answer, in order.
+
+        Raises:
+            ResponseRejected: The answer is an error response, or the key's
+                judge rejected it; the held output is kept for
+                :meth:`rejected_output`.
+            Exception: Whatever the model raised while its answer was held
+                (nothing was output, so it fails over like any other
+                failure), or the judge raised (see :attr:`judge_error`).
+        """
+        judge = self._settings.accept.get(key)
+        refused = is_error_response(first)
+        held = [first]
+        while (response := await self.next_response(key, responses)) is not None:
+            held.append(response)
+        if refused:
+            code = getattr(first.error_code, "value", first.error_code)
+            detail = f": {first.error_message}" if first.error_message else ""
+            rejection = ResponseRejected(key, first, f"the model answered with the error {code}{detail}")
+            if self._rejected is None or is_error_response(self._rejected[0].response):
+                self._rejected = (rejection, held, _NO_NOTES)  # An answer a judge rejected beats it.
+            raise rejection
+        assert judge is not None
+        notes: dict[str, Any] = {}
+        verdict = await self._judge(judge, key, held[-1], notes)
+        if verdict is True:
+            self._judge_notes = notes
+            self._succeed(key)
+            return held
+        # The model answered: its judge's doubt is no verdict on its health.
+        self._settle(None)
+        reason = verdict or f"the judge of {key!r} rejected the answer"
+        rejection = ResponseRejected(key, held[-1], reason)
+        self._rejected = (rejection, held, notes)
+        logger.info("The answer of model key %r was rejected: %s", key, reason)
+        raise rejection
+
+    @property
+    def judge_error(self) -> Exception | None:
+        """What a judge raised in this call, if one did: it ends the call, with no failover."""
+        return self._judge_error
+
+    def rejected_output(self, error: Exception) -> list[LlmResponse] | None:
+        """The last rejected answer, if the call ends with ``error`` and no model served.
+
+        The call ends that way when the router stops (``error`` is the last
+        model error, a rejection or not) or the deadline runs out. Then an
+        answer rejected earlier in the call is output after all, as it was,
+        each response marked ``rejected`` with the reason in its record: the
+        last answer a judge rejected, else the last error response.
+
+        Returns:
+            The rejected answer's responses, stamped; None if no answer was
+            rejected, or the call ends otherwise (a router that raised, say).
+        """
+        if self._rejected is None or not (
+            error is self._deadline_error or any(error is failed for failed in self._errors.values())
+        ):
+            return None
+        rejection, held, notes = self._rejected
+        if error is not rejection:
+            logger.warning(
+                "No model served after the answer of %r was rejected (the last error: %s); "
+                "outputting the rejected answer.",
+                rejection.key,
+                type(error).__name__,
+            )
+        errors = {failed: type(failure).__name__ for failed, failure in self._errors.items()}
+        if error is self._deadline_error and self._deadline_error.key is not None:
+            errors[self._deadline_error.key] = type(error).__name__  # The attempt the deadline cut.
+        route = {
+            **self._notes,
+            **notes,
+            "key": rejection.key,
+            "model": self._models[rejection.key].model,
+            "failed_keys": list(errors),
+            "errors": errors,
+            "attempts": len(errors),
+            "rejected": rejection.reason,
+        }
+        observability.record_served(route)
+        return [self.stamp(response, route) for response in held]
 
     async def open_connection(
         self, key: str, stack: AsyncExitStack, connect: AbstractAsyncContextManager[BaseLlmConnection]
@@ -474,6 +618,7 @@ class RoutedCall:
         """The ``custom_metadata`` entry that records how ``key`` came to serve."""
         return {
             **self._notes,
+            **self._judge_notes,
             **self._settings.record,
             "key": key,
             self._settings.label: self.name_of(key),
@@ -507,8 +652,12 @@ class RoutedCall:
         entry = route if inner is None else {**route, "inner": inner}
         return _copy_with_metadata(response, {**existing, metadata_key: entry})
 
-    async def _first(self, key: str, waiting: Awaitable[_T]) -> _T:
-        """Awaits ``waiting`` (a first response, an open connection) within ``key``'s limits."""
+    async def _first(self, key: str, waiting: Awaitable[_T], *, settle: bool = True) -> _T:
+        """Awaits ``waiting`` (a first response, an open connection) within ``key``'s limits.
+
+        With ``settle``, an answer is the attempt's success; without, the
+        caller gives the verdict.
+        """
         if self._settings.limits is not None:
             try:
                 await self._settings.limits._reserve(key)
@@ -533,11 +682,42 @@ class RoutedCall:
                 # report the cancellation as an error of its own.
                 raise AttemptTimeout(key, limit) from error
         self._served = True
+        if settle:
+            self._succeed(key)
+        return result
+
+    def _succeed(self, key: str) -> None:
+        """Reports the pending attempt on ``key`` as a success to the health tracker."""
         if self._pending is not None:
             self._pending = None
             self._settings.health._share_success(key)  # type: ignore[union-attr]
             self._settings.health.record_success(key)  # type: ignore[union-attr]
-        return result
+
+    async def _judge(
+        self, judge: Judge, key: str, response: LlmResponse, notes: dict[str, Any]
+    ) -> bool | str:
+        """Asks ``judge`` about ``key``'s answer, its annotations going to ``notes``.
+
+        Raises:
+            TypeError: If the judge returns anything but a bool or a string.
+            Exception: Whatever the judge raised; kept as :attr:`judge_error`.
+        """
+        token = _notes.set(notes)
+        try:
+            verdict = judge(key, response)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            if not isinstance(verdict, (bool, str)):
+                raise TypeError(
+                    f"The judge of {key!r} returned {verdict!r} ({type(verdict).__name__}); a judge "
+                    "returns True to accept, or False or a reason string to reject."
+                )
+        except Exception as error:
+            self._judge_error = error
+            raise
+        finally:
+            _notes.reset(token)
+        return verdict
 
     def _settle(self, error: BaseException | None) -> str | None:
         """Reports the pending attempt to the health tracker: failed with ``error``, or no verdict.
@@ -691,6 +871,9 @@ def check_router(router: object, keys: Iterable[str], *, owner: str, signature: 
                 f"The router can choose the keys {unknown}, which are not in {what} "
                 f"({', '.join(repr(key) for key in routed)}). Add those {what} or change the router."
             )
+
+
+_NO_NOTES: Mapping[str, Any] = MappingProxyType({})
 
 
 def _copy_with_metadata(response: _R, metadata: dict[str, Any]) -> _R:

@@ -10,7 +10,9 @@ and an SSE stream for a streaming one, in the server's own format. Faults:
 ``Error`` (a proper error body), ``Html`` (an HTML error page), ``Hangup``
 (close before any byte), ``Chunks(..., then=BREAK)`` (an SSE stream cut after
 its chunks), ``Chunks(..., then=Error(...))`` (an in-stream error object),
-``Stall`` (never answer), ``Slow`` (answer after a delay).
+``Stall`` (never answer), ``Slow`` (answer after a delay). Error responses,
+sent with HTTP 200 (Gemini only): ``Finish`` (a candidate with that finish
+reason and no content), ``Blocked`` (no candidate; the prompt was blocked).
 
 Only the standard library is used, so the servers add no dependency.
 """
@@ -46,6 +48,21 @@ class Error:
     status: str = ""
     message: str = "scripted error"
     reason: str = ""  # A google.rpc.ErrorInfo reason, e.g. API_KEY_INVALID.
+
+
+@dataclass(frozen=True)
+class Finish:
+    """An HTTP 200 answer whose candidate has no content and ``finishReason: reason``."""
+
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """An HTTP 200 answer with no candidate and ``promptFeedback.blockReason: reason``."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -249,11 +266,15 @@ class FakeGemini(FakeServer):
         return model, stream
 
     def full_body(self, model: str, reply: Any) -> dict[str, Any]:
+        if isinstance(reply, (Finish, Blocked)):
+            return self._error_answer(model, reply)
         if isinstance(reply, Chunks):
             reply = Text("".join(reply.texts))
         return self._candidate(model, [self._part(reply)], finish=True)
 
     def stream_events(self, model: str, reply: Any) -> tuple[list[Any], Any]:
+        if isinstance(reply, (Finish, Blocked)):
+            return [self._error_answer(model, reply)], None
         if not isinstance(reply, Chunks):
             return [self._candidate(model, [self._part(reply)], finish=True)], None
         events: list[Any] = [
@@ -277,6 +298,21 @@ class FakeGemini(FakeServer):
                 }
             ]
         return {"error": body}
+
+    @staticmethod
+    def _error_answer(model: str, reply: Finish | Blocked) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3},
+            "modelVersion": model,
+        }
+        if isinstance(reply, Blocked):
+            body["promptFeedback"] = {"blockReason": reply.reason}
+        else:
+            candidate: dict[str, Any] = {"finishReason": reply.reason, "index": 0}
+            if reply.message:
+                candidate["finishMessage"] = reply.message
+            body["candidates"] = [candidate]
+        return body
 
     @staticmethod
     def _part(reply: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_servers import Error, FakeGemini
+from tests.fake_servers import Error, FakeGemini, Text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,3 +169,24 @@ def test_prompt_ab_example_tabulates_both_instructions_over_200_users():
     answers = [int(row.split("|")[2]) for row in rows.values()]
     assert sum(answers) == 200
     assert all(answers)
+
+
+def test_hybrid_demo_sends_the_cloud_only_public_questions_the_device_was_unsure_of():
+    pytest.importorskip("llama_cpp", reason="install the 'ondevice' extra (nox does)")
+    server = FakeGemini().start()
+    server.script("gemini-2.5-flash", *[Text("Paris.")] * 10)
+    try:
+        result = run_example(
+            "hybrid",
+            "run.py",
+            env={"GOOGLE_API_KEY": "test-key", "GOOGLE_GEMINI_BASE_URL": server.url},
+        )
+    finally:
+        server.stop()
+
+    cloud_calls = server.calls_to("gemini-2.5-flash")
+    assert result.stdout.count("[cloud (gemini-2.5-flash): on_device was unsure -> cloud]") == len(
+        cloud_calls
+    )
+    assert not any("medical" in str(call.body) for call in cloud_calls)
+    assert "[on_device (smollm2-135m-instruct): private prompt stays on the device]" in result.stdout

@@ -15,16 +15,24 @@ from google.adk.agents import LlmAgent
 from google.adk.models import Gemini
 from google.genai import Client, errors, types
 
-from routed_llm import RoutedLlm, StreamStalled, classify_error, fall_back_across_providers
+from routed_llm import (
+    ResponseRejected,
+    RoutedLlm,
+    StreamStalled,
+    classify_error,
+    fall_back_across_providers,
+)
 from routed_llm.strategies import FallbackStrategy
 from tests.conftest import collect, get_weather, make_request, run_agent, texts
 from tests.fake_servers import (
     BREAK,
     STALL,
+    Blocked,
     Chunks,
     ClosedPort,
     Error,
     FakeGemini,
+    Finish,
     FunctionCall,
     Hangup,
     Html,
@@ -370,3 +378,108 @@ async def test_agent_with_tool_fails_over_on_every_model_step_while_streaming(se
     assert answers[-1].content.parts[0].text == "It is sunny in Paris."
     tool_result = server.calls_to("gemini-backup")[1].body["contents"][-1]["parts"][0]["functionResponse"]
     assert tool_result["response"] == {"forecast": "sunny in Paris"}
+
+
+# HTTP 200 answers that ADK turns into error responses (error_code set, no content).
+TRANSIENT_ERROR_ANSWERS = {
+    "MALFORMED_FUNCTION_CALL": Finish("MALFORMED_FUNCTION_CALL", "Malformed function call: get_weather("),
+    "OTHER": Finish("OTHER"),
+    "RECITATION": Finish("RECITATION"),
+    "MAX_TOKENS with no content": Finish("MAX_TOKENS"),
+    "LANGUAGE": Finish("LANGUAGE"),
+    "UNEXPECTED_TOOL_CALL": Finish("UNEXPECTED_TOOL_CALL"),
+    "empty (FINISH_REASON_UNSPECIFIED)": Finish("FINISH_REASON_UNSPECIFIED"),
+}
+REFUSING_ERROR_ANSWERS = {
+    "SAFETY": Finish("SAFETY"),
+    "PROHIBITED_CONTENT": Finish("PROHIBITED_CONTENT"),
+    "BLOCKLIST": Finish("BLOCKLIST"),
+    "SPII": Finish("SPII"),
+    "IMAGE_SAFETY": Finish("IMAGE_SAFETY"),
+    "blocked prompt SAFETY": Blocked("SAFETY"),
+    "blocked prompt OTHER": Blocked("OTHER"),
+    "blocked prompt PROHIBITED_CONTENT": Blocked("PROHIBITED_CONTENT"),
+}
+
+
+def without_route(responses):
+    """The responses as the model gave them: the route record taken off."""
+    return [response.model_copy(update={"custom_metadata": None}) for response in responses]
+
+
+@STREAM
+@pytest.mark.parametrize("answer", TRANSIENT_ERROR_ANSWERS.values(), ids=TRANSIENT_ERROR_ANSWERS.keys())
+async def test_error_response_fails_over_to_the_backup(server, answer, stream):
+    server.script("gemini-primary", answer)
+    server.script("gemini-backup", Text("from backup"))
+
+    responses = await collect(pair(server).generate_content_async(make_request(), stream=stream))
+
+    assert texts(responses)[-1] == "from backup"
+    assert responses[-1].custom_metadata["routed_llm"]["errors"] == {"primary": "ResponseRejected"}
+
+
+@STREAM
+@pytest.mark.parametrize("answer", TRANSIENT_ERROR_ANSWERS.values(), ids=TRANSIENT_ERROR_ANSWERS.keys())
+async def test_the_router_is_told_the_error_responses_code(server, answer, stream):
+    server.script("gemini-primary", answer)
+    server.script("gemini-backup", Text("from backup"))
+    seen = []
+
+    def router(models, llm_request, error_context):
+        seen.append(error_context)
+        return "primary" if error_context is None else "backup"
+
+    llm = RoutedLlm(
+        models={
+            "primary": gemini(server.url, "gemini-primary"),
+            "backup": gemini(server.url, "gemini-backup"),
+        },
+        router=router,
+    )
+
+    await collect(llm.generate_content_async(make_request(), stream=stream))
+
+    rejected = seen[1].last_error
+    assert isinstance(rejected, ResponseRejected)
+    assert (rejected.key, rejected.response.error_code) == ("primary", answer.reason)
+
+
+@STREAM
+@pytest.mark.parametrize("answer", REFUSING_ERROR_ANSWERS.values(), ids=REFUSING_ERROR_ANSWERS.keys())
+async def test_refusal_is_not_shopped_around_and_reaches_adk_unchanged(server, answer, stream):
+    server.script("gemini-primary", answer, answer)
+    direct = make_request()
+    direct.model = "gemini-primary"
+    bare = await collect(gemini(server.url, "gemini-primary").generate_content_async(direct, stream))
+
+    responses = await collect(pair(server).generate_content_async(make_request(), stream=stream))
+
+    assert without_route(responses) == bare
+    assert responses[-1].error_code == answer.reason
+    assert server.calls_to("gemini-backup") == []
+
+
+@STREAM
+async def test_error_response_yielded_when_no_model_serves_records_its_rejection(server, stream):
+    server.script("gemini-primary", Finish("OTHER"))
+    server.script("gemini-backup", Error(503, "UNAVAILABLE"))
+
+    responses = await collect(pair(server).generate_content_async(make_request(), stream=stream))
+
+    route = responses[-1].custom_metadata["routed_llm"]
+    assert responses[-1].error_code == "OTHER"
+    assert (route["key"], route["failed_keys"], route["attempts"]) == ("primary", ["primary", "backup"], 2)
+    assert route["rejected"].startswith("the model answered with the error OTHER")
+
+
+async def test_agent_is_answered_by_the_backup_after_a_malformed_function_call(server):
+    server.script("gemini-primary", Finish("MALFORMED_FUNCTION_CALL"))
+    server.script("gemini-backup", Text("It is sunny in Paris."))
+    agent = LlmAgent(name="assistant", model=pair(server), tools=[get_weather])
+
+    _, stored = await run_agent(agent, "weather in Paris?")
+
+    answer = stored[-1]
+    assert (answer.error_code, answer.content.parts[0].text) == (None, "It is sunny in Paris.")
+    assert answer.custom_metadata["routed_llm"]["failed_keys"] == ["primary"]

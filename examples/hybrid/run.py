@@ -1,8 +1,10 @@
 """Asks the hybrid agent a few questions and says which model answered, and why.
 
-Run: ``python examples/hybrid/run.py``. Without ``GOOGLE_API_KEY`` everything
-is answered on the device; with a key and a network, public questions go to
-Gemini; with a key and no network, Gemini fails and the device takes over.
+Run: ``python examples/hybrid/run.py``. Every question is answered on the
+device first, and its confidence is printed next to the key. Without
+``GOOGLE_API_KEY`` the device's answer stands, sure or not; with a key and a
+network, a public question the device was unsure of goes to Gemini; with a
+key and no network, Gemini fails and the device's unsure answer is shown.
 """
 
 from __future__ import annotations
@@ -26,15 +28,31 @@ QUESTIONS = [
 
 
 def why(route: dict[str, object]) -> str:
-    errors = route.get("errors") or {}
-    if errors:
-        failures = ", ".join(f"{key} failed: {error}" for key, error in errors.items())  # type: ignore[union-attr]
-        return f"{failures} -> {route['key']}"
     if "reason" in route:
         return str(route["reason"])
-    if route["key"] == "on_device":
+    errors: dict[str, str] = route.get("errors") or {}  # type: ignore[assignment]
+    # The key that served may be in errors too: its unsure answer was output after all.
+    steps = [
+        f"{key} was unsure" if error == "ResponseRejected" else f"{key} failed: {error}"
+        for key, error in errors.items()
+        if key != route["key"]
+    ]
+    if steps:
+        return f"{', '.join(steps)} -> {route['key']}"
+    if route["key"] == "on_device" and not cloud_reachable():
         return "no GOOGLE_API_KEY: the cloud is out of reach"
+    if route["key"] == "on_device":
+        return "the device was sure enough"
     return "the cloud is reachable"
+
+
+def confidence(route: dict[str, object]) -> str:
+    """The device's confidence, and whether its answer was output though unsure."""
+    value = route.get("confidence")
+    shown = "" if value is None else f" confidence {value:.2f}"
+    if "rejected" in route:
+        shown += f" (unsure: {route['rejected']}; shown as no other model answered)"
+    return shown
 
 
 async def main() -> None:
@@ -57,7 +75,7 @@ async def main() -> None:
             if event.content and event.content.parts and event.content.parts[0].text and not event.partial:
                 route = event.custom_metadata["routed_llm"]
                 print(f"  {event.content.parts[0].text.strip()}")
-                print(f"  [{route['key']} ({route['model']}): {why(route)}]")
+                print(f"  [{route['key']} ({route['model']}): {why(route)}]{confidence(route)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,367 @@
+"""Judges (``RoutedLlm(accept=...)``): an answer is held, judged, then output or failed over."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+import pytest
+from google.adk.agents import LlmAgent
+from google.adk.models.llm_response import LlmResponse
+from google.genai import types
+
+from routed_llm import HealthTracker, ResponseRejected, RoutedLlm, classify_error
+from routed_llm.judges import min_confidence
+from routed_llm.strategies import FallbackStrategy
+from routed_llm.testing import ScriptedLlm, Stream
+from tests.conftest import collect, in_order, make_request, run_agent, texts
+from tests.test_time_limits import TINY, Hanging
+
+
+def answer(text: str, *, confidence: float | None = None) -> LlmResponse:
+    """A final response, carrying ``log(confidence)`` as its average log-probability."""
+    return LlmResponse(
+        content=types.Content(role="model", parts=[types.Part(text=text)]),
+        avg_logprobs=None if confidence is None else math.log(confidence),
+    )
+
+
+def device_then_cloud(device_script, judge, *, cloud_script=None, **options) -> RoutedLlm:
+    return RoutedLlm(
+        models={
+            "device": ScriptedLlm(model="device", script=device_script),
+            "cloud": ScriptedLlm(model="cloud", script=cloud_script or (lambda request: "from cloud")),
+        },
+        router=options.pop("router", None) or FallbackStrategy(["device", "cloud"]),
+        accept={"device": judge},
+        **options,
+    )
+
+
+async def ask(llm: RoutedLlm, *, stream: bool = False) -> list[LlmResponse]:
+    return await collect(llm.generate_content_async(make_request(), stream=stream))
+
+
+def route(response: LlmResponse) -> dict:
+    return response.custom_metadata["routed_llm"]
+
+
+async def test_an_accepted_answer_is_output_by_its_key():
+    llm = device_then_cloud(["from device"], lambda key, response: True)
+
+    responses = await ask(llm)
+
+    assert texts(responses) == ["from device"]
+    assert route(responses[0])["key"] == "device"
+
+
+async def test_a_judge_returning_false_fails_over_through_the_fallback_strategy():
+    llm = device_then_cloud(["from device"], lambda key, response: False)
+
+    responses = await ask(llm)
+
+    assert texts(responses) == ["from cloud"]
+    assert route(responses[0])["errors"] == {"device": "ResponseRejected"}
+
+
+async def test_a_reason_string_rejects_and_reaches_the_router_with_the_response():
+    router = in_order(["device", "cloud"])
+    llm = device_then_cloud(["unsure"], lambda key, response: "too vague", router=router)
+
+    await ask(llm)
+
+    rejected = router.seen[1].last_error
+    assert isinstance(rejected, ResponseRejected)
+    assert (rejected.key, rejected.reason, texts([rejected.response])) == ("device", "too vague", ["unsure"])
+
+
+async def test_an_async_judge_is_awaited():
+    async def judge(key, response):
+        await asyncio.sleep(0)
+        return "rejected after awaiting"
+
+    responses = await ask(device_then_cloud(["from device"], judge))
+
+    assert texts(responses) == ["from cloud"]
+
+
+def test_a_judges_rejection_is_transient():
+    rejection = ResponseRejected("device", answer("unsure"), "too vague")
+
+    assert classify_error(rejection) == "transient"
+
+
+async def test_the_judge_sees_the_key_and_the_final_response():
+    seen = []
+
+    def judge(key, response):
+        seen.append((key, response.partial, texts([response])))
+        return True
+
+    await ask(device_then_cloud([Stream(["a", "b"])], judge), stream=True)
+
+    assert seen == [("device", None, ["ab"])]
+
+
+async def test_held_streaming_partials_are_output_in_order_after_the_verdict():
+    received: list[LlmResponse] = []
+    output_when_judged = []
+
+    def judge(key, response):
+        output_when_judged.append(len(received))
+        return True
+
+    llm = device_then_cloud([Stream(["a", "b", "c"])], judge)
+    async for response in llm.generate_content_async(make_request(), stream=True):
+        received.append(response)
+
+    assert output_when_judged == [0]
+    assert [(texts([r]), r.partial) for r in received] == [
+        (["a"], True),
+        (["b"], True),
+        (["c"], True),
+        (["abc"], None),
+    ]
+
+
+async def test_an_unjudged_key_streams_each_chunk_as_it_arrives():
+    more = asyncio.Event()
+    llm = device_then_cloud(
+        [ConnectionError("device down")],
+        lambda key, response: True,
+        cloud_script=[Stream(["first ", "second"], wait=more)],
+    )
+    responses = llm.generate_content_async(make_request(), stream=True)
+
+    first = await anext(responses)
+    more.set()
+    rest = await collect(responses)
+
+    assert (texts([first]), route(first)["key"]) == (["first "], "cloud")
+    assert texts(rest) == ["second", "first second"]
+
+
+async def test_a_rejected_answer_is_output_marked_rejected_when_the_cloud_is_down():
+    llm = device_then_cloud(
+        [answer("a guess")], lambda key, response: "unsure", cloud_script=[ConnectionError("cloud down")]
+    )
+
+    responses = await ask(llm)
+
+    assert texts(responses) == ["a guess"]
+    assert route(responses[0]) == {
+        "key": "device",
+        "model": "device",
+        "failed_keys": ["device", "cloud"],
+        "errors": {"device": "ResponseRejected", "cloud": "ConnectionError"},
+        "attempts": 2,
+        "rejected": "unsure",
+    }
+
+
+async def test_a_rejected_answer_is_output_when_the_router_stops_after_it():
+    llm = RoutedLlm(
+        models={"device": ScriptedLlm(model="device", script=[Stream(["a ", "guess"])])},
+        router=FallbackStrategy(["device"]),
+        accept=lambda key, response: False,
+    )
+
+    responses = await ask(llm, stream=True)
+
+    assert texts(responses) == ["a ", "guess", "a guess"]
+    assert {route(response)["rejected"] for response in responses} == {
+        "the judge of 'device' rejected the answer"
+    }
+
+
+async def test_one_judge_given_for_every_key_judges_each_of_them():
+    judged = []
+
+    def judge(key, response):
+        judged.append(key)
+        return key == "cloud"
+
+    llm = RoutedLlm(
+        models={
+            "device": ScriptedLlm(model="device", script=["d"]),
+            "cloud": ScriptedLlm(model="cloud", script=["c"]),
+        },
+        router=FallbackStrategy(["device", "cloud"]),
+        accept=judge,
+    )
+
+    responses = await ask(llm)
+
+    assert (judged, texts(responses)) == (["device", "cloud"], ["c"])
+
+
+async def test_a_rejection_does_not_count_against_the_keys_circuit():
+    health = HealthTracker(failure_threshold=1, clock=lambda: 0.0)
+    device = ScriptedLlm(model="device", script=lambda request: "unsure")
+    llm = RoutedLlm(
+        models={"device": device, "cloud": ScriptedLlm(model="cloud", script=lambda request: "sure")},
+        router=FallbackStrategy(["device", "cloud"]),
+        accept={"device": lambda key, response: False},
+        health=health,
+    )
+
+    for _ in range(3):
+        await ask(llm)
+
+    assert (health.state("device"), len(device.calls)) == ("closed", 3)
+
+
+async def test_a_failure_while_the_answer_is_held_fails_over_and_counts_against_the_key():
+    health = HealthTracker(failure_threshold=1, clock=lambda: 0.0)
+    llm = device_then_cloud(
+        [Stream(["a", "b"], error=ConnectionError("cut"))], lambda key, response: True, health=health
+    )
+
+    responses = await ask(llm, stream=True)
+
+    assert texts(responses) == ["from cloud"]
+    assert health.state("device") == "open"
+
+
+async def test_a_judges_annotations_are_recorded_with_the_answer_it_accepted():
+    llm = device_then_cloud([answer("sure", confidence=0.9)], min_confidence(0.6))
+
+    responses = await ask(llm)
+
+    assert route(responses[0])["confidence"] == pytest.approx(0.9)
+
+
+async def test_a_rejected_answers_annotations_are_not_recorded_with_the_answer_output_instead():
+    llm = device_then_cloud([answer("unsure", confidence=0.2)], min_confidence(0.6))
+
+    responses = await ask(llm)
+
+    assert texts(responses) == ["from cloud"]
+    assert "confidence" not in route(responses[0])
+
+
+async def test_what_a_judge_raises_reaches_the_caller_without_failover():
+    bug = KeyError("the judge's own bug")
+
+    def judge(key, response):
+        raise bug
+
+    llm = device_then_cloud(["from device"], judge)
+
+    with pytest.raises(KeyError) as raised:
+        await ask(llm)
+
+    assert raised.value is bug
+    assert llm.models["cloud"].calls == []
+
+
+async def test_a_judge_returning_neither_bool_nor_string_is_a_type_error():
+    llm = device_then_cloud(["from device"], lambda key, response: None)
+
+    with pytest.raises(TypeError, match="returned None"):
+        await ask(llm)
+
+
+def test_accept_naming_an_unknown_key_is_rejected_at_construction():
+    with pytest.raises(ValueError, match=r"\['phone'\]"):
+        RoutedLlm(models=[ScriptedLlm(model="device")], router=in_order(["device"]), accept={"phone": bool})
+
+
+def test_a_judge_that_is_not_callable_is_rejected_at_construction():
+    with pytest.raises(TypeError, match="judge for 'device'"):
+        RoutedLlm(models=[ScriptedLlm(model="device")], router=in_order(["device"]), accept={"device": 0.6})
+
+
+def test_accept_that_is_neither_a_judge_nor_a_mapping_is_rejected_at_construction():
+    with pytest.raises(TypeError, match="accept"):
+        RoutedLlm(models=[ScriptedLlm(model="device")], router=in_order(["device"]), accept=0.6)
+
+
+async def test_an_agent_run_is_answered_by_the_cloud_when_the_device_is_unsure():
+    llm = device_then_cloud([answer("Paris?", confidence=0.3)], min_confidence(0.6))
+    agent = LlmAgent(name="assistant", model=llm)
+
+    _, stored = await run_agent(agent, "capital of France?")
+
+    answers = [event for event in stored if event.author == "assistant"]
+    assert [texts([event])[0] for event in answers] == ["from cloud"]
+    assert answers[0].custom_metadata["routed_llm"]["failed_keys"] == ["device"]
+
+
+# min_confidence
+
+
+def judged(confidence: float | None, judge=None) -> bool | str:
+    return (judge or min_confidence(0.6))("device", answer("x", confidence=confidence))
+
+
+def test_min_confidence_accepts_an_answer_at_or_above_the_threshold():
+    assert judged(0.6) is True
+
+
+def test_min_confidence_rejects_an_answer_below_the_threshold_naming_its_confidence():
+    assert judged(0.25) == "confidence 0.250 is below 0.6"
+
+
+def test_min_confidence_accepts_an_answer_without_logprobs_and_warns_once_per_key(caplog):
+    judge = min_confidence(0.6)
+
+    with caplog.at_level(logging.WARNING, logger="routed_llm.judges"):
+        verdicts = [judge(key, answer("x")) for key in ("device", "device", "phone")]
+
+    assert verdicts == [True, True, True]
+    assert [record.args for record in caplog.records] == [("device",), ("phone",)]
+
+
+def test_min_confidence_with_missing_reject_rejects_an_answer_without_logprobs():
+    assert "no log-probabilities" in judged(None, min_confidence(0.6, missing="reject"))
+
+
+@pytest.mark.parametrize("threshold", [0, -0.1, 1.5, float("nan")])
+def test_min_confidence_threshold_outside_zero_to_one_is_rejected(threshold):
+    with pytest.raises(ValueError, match="above 0 and at most 1"):
+        min_confidence(threshold)
+
+
+@pytest.mark.parametrize("threshold", [True, "0.6", None])
+def test_min_confidence_threshold_that_is_not_a_number_is_rejected(threshold):
+    with pytest.raises(TypeError, match="number"):
+        min_confidence(threshold)
+
+
+def test_min_confidence_missing_must_be_accept_or_reject():
+    with pytest.raises(ValueError, match="'accept' or 'reject'"):
+        min_confidence(0.6, missing="maybe")
+
+
+async def test_a_rejected_answer_is_output_when_the_deadline_runs_out_on_the_next_model():
+    llm = RoutedLlm(
+        models={
+            "device": ScriptedLlm(model="device", script=[answer("a guess")]),
+            "cloud": Hanging(model="cloud"),
+        },
+        router=FallbackStrategy(["device", "cloud"]),
+        accept={"device": lambda key, response: "unsure"},
+        deadline=TINY,
+    )
+
+    responses = await ask(llm)
+
+    assert texts(responses) == ["a guess"]
+    assert (route(responses[0])["rejected"], route(responses[0])["errors"]) == (
+        "unsure",
+        {"device": "ResponseRejected", "cloud": "DeadlineExceeded"},
+    )
+
+
+async def test_an_unsure_answer_is_output_rather_than_the_next_models_error_response():
+    llm = device_then_cloud(
+        [answer("a guess")],
+        lambda key, response: "unsure",
+        cloud_script=[LlmResponse(error_code="OTHER", finish_reason=types.FinishReason.OTHER)],
+    )
+
+    responses = await ask(llm)
+
+    assert (texts(responses), route(responses[0])["key"]) == (["a guess"], "device")
