@@ -140,7 +140,12 @@ def test_hybrid_demo_answers_on_device_when_the_cloud_key_is_stale():
         result = run_example(
             "hybrid",
             "run.py",
-            env={"GOOGLE_API_KEY": "stale-key", "GOOGLE_GEMINI_BASE_URL": server.url},
+            # The device is never sure enough, so every public question tries the cloud.
+            env={
+                "GOOGLE_API_KEY": "stale-key",
+                "GOOGLE_GEMINI_BASE_URL": server.url,
+                "HYBRID_DEMO_MIN_CONFIDENCE": "1",
+            },
         )
     finally:
         server.stop()

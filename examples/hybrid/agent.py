@@ -42,8 +42,11 @@ def cloud_reachable() -> bool:
     return bool(os.environ.get("GOOGLE_API_KEY") or os.environ.get("GEMINI_API_KEY"))
 
 
-MIN_CONFIDENCE = 0.6
-"""The device's answers below this confidence, exp(avg_logprobs), go to the cloud."""
+MIN_CONFIDENCE = float(os.environ.get("HYBRID_DEMO_MIN_CONFIDENCE", "0.6"))
+"""The device's answers below this confidence, exp(avg_logprobs), go to the cloud.
+
+Set ``HYBRID_DEMO_MIN_CONFIDENCE=1`` to send every public question on to the cloud.
+"""
 
 
 class DeviceFirstCloudIfUnsure(Strategy):
