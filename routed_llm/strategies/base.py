@@ -109,10 +109,12 @@ class RoutingContext:
         return current_invocation()
 
     def is_available(self, key: str) -> bool:
-        """Whether ``key`` may be tried now, by the routed model's :class:`~routed_llm.HealthTracker`.
+        """Whether ``key`` may be tried now, by the routed model's health and rate budgets.
 
-        False while the key's circuit is open and while its half-open trial
-        is in flight; always True without a tracker. Every built-in strategy
+        False while the key's circuit is open (:class:`~routed_llm.HealthTracker`),
+        while its half-open trial is in flight, and while its budget for the
+        current minute is spent (:class:`~routed_llm.RateLimits`); always True
+        without either. Every built-in strategy
         skips unavailable keys, and when every candidate is unavailable
         tries the one whose cooldown ends soonest.
         """
