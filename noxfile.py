@@ -34,8 +34,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """Type-checks the package with mypy --strict (with redis-py, which routed_llm.redis uses)."""
-    session.install("-e", ".[redis]", "mypy")
+    """Type-checks the package with mypy --strict (with redis-py and numpy, which optional modules use)."""
+    session.install("-e", ".[redis]", "mypy", "numpy")  # numpy: typed, used by the on-device model.
     session.run("mypy", "--strict", PACKAGE)
 
 
