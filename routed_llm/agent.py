@@ -17,7 +17,7 @@ from typing_extensions import override
 
 from routed_llm import observability
 from routed_llm.observability import FailoverHook, RouteHook
-from routed_llm.routing import ErrorContext, RoutedCall, RouterSettings, check_router
+from routed_llm.routing import ErrorContext, RoutedCall, RouterSettings, check_callables, check_router
 
 __all__ = ["METADATA_KEY", "AgentRouter", "RoutedAgent"]
 
@@ -137,9 +137,7 @@ class RoutedAgent(BaseAgent):
             owner="RoutedAgent",
             signature="router(agents, invocation_context, error_context)",
         )
-        for hook_name, hook in (("on_route", on_route), ("on_failover", on_failover), ("clock", clock)):
-            if hook is not None and not callable(hook):
-                raise TypeError(f"RoutedAgent({hook_name}=...) must be callable; got {type(hook).__name__}.")
+        check_callables("RoutedAgent", on_route=on_route, on_failover=on_failover, clock=clock)
         super().__init__(
             name=name, description=description, sub_agents=list(resolved.values()), **agent_fields
         )
@@ -152,7 +150,6 @@ class RoutedAgent(BaseAgent):
             clock=clock,
             snapshot=_SessionSnapshot.take,
             label="agent",
-            record=MappingProxyType({"router": name}),
         )
 
     @property

@@ -21,7 +21,7 @@ from routed_llm.health import HealthTracker
 from routed_llm.limits import RateLimits
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
-from routed_llm.routing import Judge, LlmRouter, RoutedCall, RouterSettings, check_router
+from routed_llm.routing import Judge, LlmRouter, RoutedCall, RouterSettings, check_callables, check_router
 from routed_llm.timeouts import check_seconds, per_key_seconds
 
 __all__ = ["RoutedLlm"]
@@ -147,9 +147,7 @@ class RoutedLlm(BaseLlm):
         if model is not None and not isinstance(model, str):
             raise TypeError(f"RoutedLlm(model=...) is a display name string, got {type(model).__name__}.")
         display = ", ".join(f"{key}={llm.model}" for key, llm in resolved.items())
-        for name, hook in (("on_route", on_route), ("on_failover", on_failover), ("clock", clock)):
-            if hook is not None and not callable(hook):
-                raise TypeError(f"RoutedLlm({name}=...) must be callable; got {type(hook).__name__}.")
+        check_callables("RoutedLlm", on_route=on_route, on_failover=on_failover, clock=clock)
         super().__init__(model=model or f"RoutedLlm[{display}]")
         self._settings = RouterSettings(
             models=MappingProxyType(resolved),

@@ -876,6 +876,17 @@ def check_router(router: object, keys: Iterable[str], *, owner: str, signature: 
 _NO_NOTES: Mapping[str, Any] = MappingProxyType({})
 
 
+def check_callables(owner: str, **values: object) -> None:
+    """Rejects, at construction, a hook (or clock) given to ``owner`` that cannot be called.
+
+    Raises:
+        TypeError: Naming the first argument that is neither None nor callable.
+    """
+    for name, value in values.items():
+        if value is not None and not callable(value):
+            raise TypeError(f"{owner}({name}=...) must be callable; got {type(value).__name__}.")
+
+
 def _copy_with_metadata(response: _R, metadata: dict[str, Any]) -> _R:
     """A shallow copy of ``response`` with ``custom_metadata`` replaced.
 

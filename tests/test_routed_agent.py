@@ -12,6 +12,7 @@ from google.adk.agents.callback_context import CallbackContext
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.agents.live_request_queue import LiveRequestQueue
 from google.adk.events import Event, EventActions
+from google.adk.runners import InMemoryRunner
 from google.adk.tools.long_running_tool import LongRunningFunctionTool
 from google.genai import types
 from pydantic import Field
@@ -610,24 +611,25 @@ async def test_each_user_turn_is_routed_afresh() -> None:
     assert router.seen[2].failed_keys == {"billing"}
 
 
-async def test_a_long_running_tool_is_answered_by_the_agent_that_asked_without_rerouting() -> None:
-    def approve(amount: int) -> dict[str, str]:
-        """Asks a human to approve a refund."""
-        return {"status": "pending"}
+def approve(amount: int) -> dict[str, str]:
+    """Asks a human to approve a refund."""
+    return {"status": "pending"}
 
+
+def refund_agent() -> LlmAgent:
+    """A billing agent that calls the long-running ``approve`` tool, then answers once it is answered."""
     call = types.Part(function_call=types.FunctionCall(name="approve", args={"amount": 5}, id="call-1"))
-    billing = llm_agent(
+    return llm_agent(
         "billing",
         call,
         "Waiting for approval.",
         "Refund approved.",
         tools=[LongRunningFunctionTool(func=approve)],
     )
-    router = in_order(["billing", "general"])
-    agent = routed({"billing": billing, "general": llm_agent("general", "wrong agent")}, router)
-    runner = make_runner(agent)
-    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
-    await run_agent(agent, "refund me", runner=runner, session_id=session.id)
+
+
+async def answer_approval(runner: InMemoryRunner, session_id: str) -> list[Event]:
+    """Sends the user's answer to the ``approve`` call, as a new turn."""
     answer = types.Content(
         role="user",
         parts=[
@@ -638,10 +640,19 @@ async def test_a_long_running_tool_is_answered_by_the_agent_that_asked_without_r
             )
         ],
     )
-
-    resumed = [
-        event async for event in runner.run_async(user_id="user", session_id=session.id, new_message=answer)
+    return [
+        event async for event in runner.run_async(user_id="user", session_id=session_id, new_message=answer)
     ]
+
+
+async def test_a_long_running_tool_is_answered_by_the_agent_that_asked_without_rerouting() -> None:
+    router = in_order(["billing", "general"])
+    agent = routed({"billing": refund_agent(), "general": llm_agent("general", "wrong agent")}, router)
+    runner = make_runner(agent)
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+    await run_agent(agent, "refund me", runner=runner, session_id=session.id)
+
+    resumed = await answer_approval(runner, session.id)
 
     assert answers(resumed) == ["Refund approved."]
     assert resumed[-1].author == "billing"
@@ -649,41 +660,14 @@ async def test_a_long_running_tool_is_answered_by_the_agent_that_asked_without_r
 
 
 async def test_with_the_plugin_resumed_events_carry_the_route_of_the_call_they_answer() -> None:
-    def approve(amount: int) -> dict[str, str]:
-        """Asks a human to approve a refund."""
-        return {"status": "pending"}
-
-    call = types.Part(function_call=types.FunctionCall(name="approve", args={"amount": 5}, id="call-1"))
-    billing = llm_agent(
-        "billing",
-        call,
-        "Waiting for approval.",
-        "Refund approved.",
-        tools=[LongRunningFunctionTool(func=approve)],
-    )
     general = llm_agent("general", ConnectionError("x"), "General here.")
-    router = in_order(["general", "billing"])
-    agent = routed({"general": general, "billing": billing}, router)
+    agent = routed({"general": general, "billing": refund_agent()}, in_order(["general", "billing"]))
     runner = make_runner(agent, plugins=[RoutingPlugin()])
     session = await runner.session_service.create_session(app_name="test_app", user_id="user")
     await run_agent(agent, "refund me", runner=runner, session_id=session.id)
-    await run_agent(
-        agent, "another question", runner=runner, session_id=session.id
-    )  # general serves this turn
-    answer = types.Content(
-        role="user",
-        parts=[
-            types.Part(
-                function_response=types.FunctionResponse(
-                    name="approve", id="call-1", response={"status": "ok"}
-                )
-            )
-        ],
-    )
+    await run_agent(agent, "another question", runner=runner, session_id=session.id)  # General serves it.
 
-    resumed = [
-        event async for event in runner.run_async(user_id="user", session_id=session.id, new_message=answer)
-    ]
+    resumed = await answer_approval(runner, session.id)
 
     assert answers(resumed) == ["Refund approved."]
     record = resumed[-1].custom_metadata[RECORD]
