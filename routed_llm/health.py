@@ -534,6 +534,8 @@ class HealthTracker:
             return False
         if self._store is None:
             return True
+        self._writes += 1  # A read already out must not give the trial this call took back to others.
+        self._written[key] = self._writes
         answer = await self._store.change_circuit(key, self._change("acquire", permit=permit))
         if answer is None:
             return True  # The store did not answer: this process's permit decides.
@@ -842,7 +844,8 @@ def retry_after(error: BaseException, *, wall_clock: Callable[[], float] = time.
       ``error.response.headers`` (httpx's ``HTTPStatusError``, OpenAI,
       LiteLLM, google-genai) or ``error.litellm_response_headers`` (LiteLLM's
       mapped exceptions). ``Retry-After`` is seconds (``"12"``, ``"1.5"``) or
-      an HTTP date, which is measured against ``wall_clock()``;
+      an HTTP date, which is measured against ``wall_clock()``; a header
+      sent more than once (``"5, 5"``) reads as its longest wait;
     * a ``google.rpc.RetryInfo`` in a google-genai ``APIError``'s
       ``details`` (the error JSON's ``error.details``), its ``retryDelay``
       a duration such as ``"30s"`` or ``"1.5s"``.
@@ -887,8 +890,9 @@ def _header_delay(error: BaseException, wall_clock: Callable[[], float]) -> floa
         if _SECONDS.fullmatch(milliseconds):
             return float(milliseconds) / 1000
         value = values.get("retry-after", "")
-        if _SECONDS.fullmatch(value):
-            return float(value)
+        repeated = [part.strip() for part in value.split(",")]  # A header sent twice arrives joined.
+        if all(_SECONDS.fullmatch(part) for part in repeated):
+            return max(float(part) for part in repeated)
         if value:
             return _until_date(value, wall_clock)
     return None

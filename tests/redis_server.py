@@ -7,9 +7,11 @@ can be stopped and started again on the same port, for outage tests.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import redis.asyncio
@@ -107,3 +109,18 @@ async def end_cooldown(client: redis.asyncio.Redis | redis.asyncio.cluster.Redis
     """
     seconds, micros = await client.time()
     await client.hset(f"routed_llm:{{{namespace}}}:circuit:{key}", "until", repr(seconds + micros / 1e6 - 0.001))
+
+
+@contextlib.asynccontextmanager
+async def stalled(admin: redis.asyncio.Redis) -> AsyncIterator[None]:
+    """Redis stalls (every script waits) until the block ends, then drops the connections it held.
+
+    What a blip looks like to a client: its trips time out, and what it sent is never applied.
+    ``admin``'s own connection is spared.
+    """
+    await admin.execute_command("CLIENT", "PAUSE", 600_000, "WRITE")
+    try:
+        yield
+    finally:
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await admin.execute_command("CLIENT", "UNPAUSE")

@@ -217,6 +217,13 @@ def test_retry_after_reads_fractional_seconds():
     assert retry_after(httpx_429({"Retry-After": "1.5"})) == 1.5
 
 
+def test_retry_after_reads_a_duplicated_header_as_one_value():
+    request = httpx.Request("POST", "http://127.0.0.1/v1")
+    response = httpx.Response(429, headers=[("Retry-After", "5"), ("Retry-After", "5")], request=request)
+
+    assert retry_after(httpx.HTTPStatusError("429", request=request, response=response)) == 5.0
+
+
 def test_retry_after_measures_an_http_date_against_the_wall_clock():
     error = httpx_429({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
     wall_clock = FakeClock(now=1445412480.0 - 45.0)  # 45 s before that date.
