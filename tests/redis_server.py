@@ -85,8 +85,9 @@ class RedisServer:
             if "Ready to accept connections" in line:
                 break
         else:
+            last = "".join(said[-5:])
             raise RuntimeError(
-                f"redis-server exited with {process.wait()} before accepting connections: {''.join(said[-5:])}"
+                f"redis-server exited with {process.wait()} before accepting connections: {last}"
             )
         # Keep reading its log so the pipe never fills up.
         threading.Thread(target=process.stdout.read, daemon=True).start()
@@ -126,13 +127,17 @@ class SilentServer:
             connection.close()
 
 
-async def end_cooldown(client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster, namespace: str, key: str) -> None:
+async def end_cooldown(
+    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster, namespace: str, key: str
+) -> None:
     """Ends the cooldown (or lapses the trial permit) of ``key``'s shared circuit now, on Redis's clock.
 
     As if its time had passed: shared cooldowns run on the server's clock, which a test cannot move.
     """
     seconds, micros = await client.time()
-    await client.hset(f"routed_llm:{{{namespace}}}:circuit:{key}", "until", repr(seconds + micros / 1e6 - 0.001))
+    await client.hset(
+        f"routed_llm:{{{namespace}}}:circuit:{key}", "until", repr(seconds + micros / 1e6 - 0.001)
+    )
 
 
 @contextlib.asynccontextmanager

@@ -15,8 +15,11 @@ from redis.asyncio.cluster import RedisCluster
 
 from routed_llm import Limit
 from routed_llm.redis import RedisStore
+from tests import test_replicas
 from tests.redis_server import RedisServer, end_cooldown, start_cluster
-from tests.test_replicas import Clock, Held, answering, ask, dead, namespace, replica  # noqa: F401
+from tests.test_replicas import Clock, Held, answering, ask, dead, replica
+
+namespace = test_replicas.namespace  # A fixture shared with the other replica tests.
 
 ClusterFactory = Callable[[], RedisCluster]
 
@@ -60,13 +63,17 @@ async def test_failures_on_two_replicas_add_up_through_a_cluster(cluster_clients
     assert (len(first_primary.calls), len(second_primary.calls)) == (1, 1)
 
 
-async def test_the_half_open_trial_goes_to_one_replica_at_a_time_through_a_cluster(cluster_clients, namespace):
+async def test_the_half_open_trial_goes_to_one_replica_at_a_time_through_a_cluster(
+    cluster_clients, namespace
+):
     opener = replica(on_cluster(cluster_clients, namespace), Clock(), dead())
     await ask(opener)
     await ask(opener)
     await end_cooldown(cluster_clients(), namespace, "primary")
     trial_primary = Held(model="p", started=asyncio.Event(), release=asyncio.Event(), text="recovered")
-    in_flight = asyncio.create_task(ask(replica(on_cluster(cluster_clients, namespace), Clock(), trial_primary)))
+    in_flight = asyncio.create_task(
+        ask(replica(on_cluster(cluster_clients, namespace), Clock(), trial_primary))
+    )
     await trial_primary.started.wait()
     other_primary = answering("recovered")
 
@@ -83,7 +90,8 @@ async def test_a_budget_is_shared_through_a_cluster(cluster_clients, namespace):
     limits = {"primary": Limit(rpm=3)}
     primaries = [answering("primary"), answering("primary")]
     replicas = [
-        replica(on_cluster(cluster_clients, namespace), clock, primary, limits=limits) for primary in primaries
+        replica(on_cluster(cluster_clients, namespace), clock, primary, limits=limits)
+        for primary in primaries
     ]
 
     answers = await asyncio.gather(*(ask(llm) for llm in replicas for _ in range(4)))
@@ -94,7 +102,9 @@ async def test_a_budget_is_shared_through_a_cluster(cluster_clients, namespace):
 
 async def test_every_record_of_a_namespace_lives_in_one_cluster_slot(cluster_clients, namespace):
     clock = Clock()
-    llm = replica(on_cluster(cluster_clients, namespace), clock, dead(), limits={"backup": Limit(rpm=10, tpm=100)})
+    llm = replica(
+        on_cluster(cluster_clients, namespace), clock, dead(), limits={"backup": Limit(rpm=10, tpm=100)}
+    )
     await ask(llm)
     reader = cluster_clients()
 

@@ -21,19 +21,13 @@ from pydantic import ConfigDict
 from routed_llm import CircuitOpen, HealthTracker, Limit, RoutedLlm
 from routed_llm.redis import RedisStore
 from routed_llm.strategies import FallbackStrategy
+from tests import test_replicas
 from tests.conftest import in_order
 from tests.redis_server import RedisServer, end_cooldown, stalled
-from tests.test_replicas import (  # noqa: F401  (clients and namespace are fixtures)
-    Clock,
-    Held,
-    answering,
-    ask,
-    clients,
-    dead,
-    namespace,
-    replica,
-    store,
-)
+from tests.test_replicas import Clock, Held, answering, ask, dead, replica, store
+
+clients = test_replicas.clients  # Fixtures shared with the other replica tests.
+namespace = test_replicas.namespace
 
 
 def held() -> Held:
@@ -198,7 +192,9 @@ async def test_a_cancelled_call_that_never_held_the_trial_leaves_it_with_its_hol
     assert available is False  # The trial is still the holder's.
 
 
-async def test_a_cancelled_call_that_never_held_the_shared_trial_leaves_it_with_its_holder(clients, namespace):
+async def test_a_cancelled_call_that_never_held_the_shared_trial_leaves_it_with_its_holder(
+    clients, namespace
+):
     await open_shared_circuit(clients, namespace)
     shared = store(clients, namespace)
     primary = held()
@@ -213,7 +209,9 @@ async def test_a_cancelled_call_that_never_held_the_shared_trial_leaves_it_with_
     with pytest.raises(asyncio.CancelledError):
         await other
     await shared.drain()
-    elsewhere = HealthTracker(failure_threshold=2, cooldown=30.0, clock=Clock(), store=store(clients, namespace))
+    elsewhere = HealthTracker(
+        failure_threshold=2, cooldown=30.0, clock=Clock(), store=store(clients, namespace)
+    )
     await elsewhere.refresh(["primary"])
     available = elsewhere.is_available("primary")
     primary.release.set()
@@ -287,7 +285,9 @@ async def test_a_change_told_late_does_not_undo_a_newer_one(clients, namespace):
 # 4. Shared time is Redis's time.
 
 
-async def test_a_replica_whose_wall_clock_is_300_s_fast_opens_a_30_s_cooldown_for_everyone(clients, namespace):
+async def test_a_replica_whose_wall_clock_is_300_s_fast_opens_a_30_s_cooldown_for_everyone(
+    clients, namespace
+):
     skewed = HealthTracker(
         failure_threshold=1,
         cooldown=30.0,
