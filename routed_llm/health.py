@@ -63,7 +63,7 @@ from routed_llm.errors import (
     classify_error,
     is_error_response,
 )
-from routed_llm.store import CircuitChange, CircuitOp, CircuitReading, Store
+from routed_llm.store import CircuitChange, CircuitOp, CircuitReading, SharedReads, Store
 
 __all__ = [
     "CONTENT_CODES",
@@ -330,6 +330,7 @@ class HealthTracker:
         self._missed: list[tuple[str, CircuitChange, float]] = []  # Changes the store did not take.
         self._writes = 0  # Shared answers adopted so far; a read older than a key's last one is stale.
         self._written: dict[str, int] = {}
+        self._reads = SharedReads()
 
     @property
     def store(self) -> Store | None:
@@ -503,9 +504,13 @@ class HealthTracker:
         Args:
             keys: The keys the router may pick.
         """
-        if self._store is None or not await self._reconcile():
+        if self._store is not None:
+            await self._reads.run(tuple(keys), self._read)
+
+    async def _read(self, keys: tuple[str, ...]) -> None:
+        assert self._store is not None
+        if not await self._reconcile():
             return
-        keys = tuple(keys)
         began = self._writes
         readings = await self._store.read_circuits(keys)
         if readings is None:

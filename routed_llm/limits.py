@@ -21,8 +21,8 @@ the larger of its own count and the store's (a restarted Redis forgets), and
 brings the store up to it. When the store does not answer a reservation, the
 process admits at most its share of the limit in that window: the limit
 divided by the replicas that reserved in this minute or the last, as last
-read from the store. What it admitted then is added to the store's count when
-the store answers again.
+read from the store; nothing if it never read that. What it admitted then is
+added to the store's count when the store answers again.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from types import MappingProxyType
 from google.adk.models.llm_response import LlmResponse
 
 from routed_llm.errors import BudgetExhausted
-from routed_llm.store import BudgetChange, BudgetReading, Store, check_key
+from routed_llm.store import BudgetChange, BudgetReading, SharedReads, Store, check_key
 
 __all__ = ["WINDOW", "Limit", "RateLimits"]
 
@@ -164,7 +164,8 @@ class RateLimits:
         self._clock = clock
         self._counts: dict[str, _Count] = {}
         self._lock = threading.Lock()
-        self._replicas = 1  # Replicas that reserved recently, as last read from the store.
+        self._replicas = 0  # Replicas that reserved recently, as last read from the store; 0: unknown.
+        self._reads = SharedReads()
 
     @property
     def limits(self) -> Mapping[str, Limit]:
@@ -208,8 +209,11 @@ class RateLimits:
             keys: The keys the router may pick; those without a limit are skipped.
         """
         limited = tuple(key for key in keys if key in self._limits)
-        if self._store is None or not limited:
-            return
+        if self._store is not None and limited:
+            await self._reads.run(limited, self._read)
+
+    async def _read(self, limited: tuple[str, ...]) -> None:
+        assert self._store is not None
         window = self._window()
         readings = await self._store.read_budgets(limited, window)
         if readings is None:
@@ -242,7 +246,8 @@ class RateLimits:
         """Takes the store's counts where they are larger (call with the lock held)."""
         count.shared_requests = max(count.shared_requests, reading.requests)
         count.shared_tokens = max(count.shared_tokens, reading.tokens)
-        self._replicas = reading.replicas
+        if reading.replicas:
+            self._replicas = reading.replicas
 
     async def _sync(self, key: str, window: int, *, reserve: bool) -> BudgetReading | None:
         """Brings the store's counts of ``key`` up to this process's, and reserves one request if asked.
@@ -354,7 +359,12 @@ def _within(limit: Limit, count: _Count) -> bool:
 
 
 def _within_share(limit: Limit, count: _Count, replicas: int) -> bool:
-    """Whether this process's own spending in the window is under its share of the limit."""
+    """Whether this process's own spending in the window is under its share of the limit.
+
+    With ``replicas`` unknown (0: the store never answered), there is no share: nothing is admitted.
+    """
+    if not replicas:
+        return False
     return (limit.rpm is None or count.own_requests < limit.rpm // replicas) and (
         limit.tpm is None or count.own_tokens < limit.tpm // replicas
     )

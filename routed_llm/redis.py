@@ -287,7 +287,7 @@ class RedisStore:
     """
 
     def __init__(
-        self, client: Any, *, namespace: str, timeout: float = 0.25, retry_interval: float = 1.0
+        self, client: Any, *, namespace: str, timeout: float = 1.0, retry_interval: float = 1.0
     ) -> None:
         import redis.asyncio  # The 'redis' extra; imported here so the core never needs it.
         import redis.asyncio.cluster
@@ -386,7 +386,7 @@ class RedisStore:
             )
             self._warn(bad)
             return {
-                key: BudgetReading(int(counts[index]), int(counts[len(keys) + index]), max(int(replicas), 1))
+                key: BudgetReading(int(counts[index]), int(counts[len(keys) + index]), int(replicas))
                 for index, key in enumerate(keys)
             }
 
@@ -417,7 +417,7 @@ class RedisStore:
                 ],
             )
             self._warn(bad)
-            return BudgetReading(int(requests), int(tokens), max(int(replicas), 1), bool(reserved))
+            return BudgetReading(int(requests), int(tokens), int(replicas), bool(reserved))
 
         return await self._guard(trip)
 

@@ -18,8 +18,9 @@ own clock, so replicas whose clocks disagree still agree on every cooldown.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeAlias
 
@@ -29,6 +30,7 @@ __all__ = [
     "CircuitChange",
     "CircuitOp",
     "CircuitReading",
+    "SharedReads",
     "Store",
     "check_key",
     "check_namespace",
@@ -122,13 +124,14 @@ class BudgetReading:
     Attributes:
         requests: Requests counted.
         tokens: Tokens counted.
-        replicas: Replicas (processes) that reserved in this window or the last.
+        replicas: Replicas (processes) that reserved in this window or the last;
+            0 if none did.
         reserved: For a change that reserves: whether the request was counted.
     """
 
     requests: int
     tokens: int
-    replicas: int = 1
+    replicas: int = 0
     reserved: bool = False
 
 
@@ -161,6 +164,32 @@ class Store(Protocol):
 
     def background(self, work: Coroutine[Any, Any, object]) -> None:
         """Runs ``work`` without the caller waiting; ``drain`` waits for it."""
+
+
+class SharedReads:
+    """One read at a time per event loop and set of keys: calls that ask meanwhile share its result.
+
+    A burst of calls then costs the store one read, not one each; a call that
+    joins a read already out sees what the store held when that read began.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[int, tuple[str, ...]], asyncio.Future[None]] = {}
+
+    async def run(self, keys: tuple[str, ...], read: Callable[[tuple[str, ...]], Awaitable[None]]) -> None:
+        """Runs ``read(keys)``, or waits for the read of ``keys`` already running in this event loop."""
+        loop = asyncio.get_running_loop()
+        slot = (id(loop), keys)
+        running = self._running.get(slot)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        self._running[slot] = done = loop.create_future()
+        try:
+            await read(keys)
+        finally:
+            del self._running[slot]
+            done.set_result(None)
 
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

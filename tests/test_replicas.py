@@ -357,7 +357,7 @@ async def test_calls_succeed_on_local_tracking_when_redis_is_unreachable(clients
     clock = Clock()
     unreachable = RedisStore(clients(f"redis://127.0.0.1:{ClosedPort().port}/0"), namespace=namespace)
     primary = dead()
-    llm = replica(unreachable, clock, primary, limits={"backup": Limit(rpm=100)})
+    llm = replica(unreachable, clock, primary)
 
     with caplog.at_level(logging.WARNING, logger="routed_llm.redis"):
         answers = [await ask(llm) for _ in range(4)]
@@ -371,7 +371,7 @@ async def test_a_stalling_redis_does_not_hold_calls_beyond_the_store_timeout(cli
     silent = SilentServer()
     try:
         stalled = RedisStore(clients(f"redis://127.0.0.1:{silent.port}/0"), namespace=namespace, timeout=0.01)
-        llm = replica(stalled, Clock(), answering("primary"), limits={"primary": Limit(rpm=100)})
+        llm = replica(stalled, Clock(), answering("primary"))
 
         # Without the store's timeout, this call would wait for Redis forever.
         answer = await ask(llm)

@@ -23,6 +23,7 @@ from routed_llm.redis import RedisStore
 from routed_llm.strategies import FallbackStrategy
 from tests import test_replicas
 from tests.conftest import in_order
+from tests.fake_servers import ClosedPort
 from tests.redis_server import RedisServer, end_cooldown, stalled
 from tests.test_replicas import Clock, Held, answering, ask, dead, replica, store
 
@@ -393,6 +394,17 @@ async def test_during_a_redis_outage_a_replica_admits_only_its_share_of_the_budg
     during = [await ask(replicas[0]) for _ in range(4)]
 
     assert during == [["primary"]] + [["backup"]] * 3
+
+
+async def test_a_replica_that_never_reached_redis_admits_nothing_on_a_limited_key(clients, namespace):
+    unreachable = RedisStore(clients(f"redis://127.0.0.1:{ClosedPort().port}/0"), namespace=namespace)
+    primary = answering("primary")
+    llm = replica(unreachable, Clock(), primary, limits={"primary": Limit(rpm=100)})
+
+    answer = await ask(llm)  # It cannot know its share of the budget.
+
+    assert answer == ["backup"]
+    assert primary.calls == []
 
 
 async def test_what_a_replica_admitted_during_an_outage_counts_once_redis_answers(restartable, namespace):
