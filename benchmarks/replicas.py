@@ -180,12 +180,16 @@ async def measure(
         print(f"The last: {outages.last}")
 
 
-def burst(port: int, namespace: str, calls: int, rpm: int, start: object) -> tuple[int, int]:
+def burst(
+    port: int, namespace: str, calls: int, rpm: int, start: object, timeout: float | None
+) -> tuple[int, int]:
     """One process: ``calls`` calls at once, ``pro`` limited to ``rpm``; returns (served by pro, outages)."""
-    return asyncio.run(_burst(port, namespace, calls, rpm, start))
+    return asyncio.run(_burst(port, namespace, calls, rpm, start, timeout))
 
 
-async def _burst(port: int, namespace: str, calls: int, rpm: int, start: object) -> tuple[int, int]:
+async def _burst(
+    port: int, namespace: str, calls: int, rpm: int, start: object, timeout: float | None
+) -> tuple[int, int]:
     logging.getLogger("routed_llm").setLevel(logging.ERROR)  # The failover warnings are not measured.
     outages = Outages()
     redis_logger = logging.getLogger("routed_llm.redis")
@@ -193,7 +197,8 @@ async def _burst(port: int, namespace: str, calls: int, rpm: int, start: object)
     redis_logger.addHandler(outages)
     redis_logger.propagate = False
     client = redis.asyncio.Redis(host="127.0.0.1", port=port)  # Default pool.
-    store = RedisStore(client, namespace=namespace)  # Default timeout and retry interval.
+    # The default timeout and retry interval, unless --burst-timeout says otherwise.
+    store = RedisStore(client, namespace=namespace, **({} if timeout is None else {"timeout": timeout}))
     llm = routed(HealthTracker(store=store), RateLimits({"pro": Limit(rpm=rpm)}, store=store))
     served: list[str] = []
 
@@ -211,7 +216,9 @@ async def _burst(port: int, namespace: str, calls: int, rpm: int, start: object)
     return served.count("pro"), outages.count
 
 
-def budget_under_load(port: int, processes: int, calls: int, rpm: int, bursts: int) -> None:
+def budget_under_load(
+    port: int, processes: int, calls: int, rpm: int, bursts: int, timeout: float | None
+) -> None:
     context = multiprocessing.get_context("spawn")
     totals = []
     outages = 0
@@ -219,14 +226,12 @@ def budget_under_load(port: int, processes: int, calls: int, rpm: int, bursts: i
         for _ in range(bursts):
             start = manager.Barrier(processes)
             namespace = f"burst-{uuid.uuid4().hex[:8]}"
-            results = pool.starmap(burst, [(port, namespace, calls, rpm, start)] * processes)
+            results = pool.starmap(burst, [(port, namespace, calls, rpm, start, timeout)] * processes)
             totals.append(sum(pro for pro, _ in results))
             outages += sum(lost for _, lost in results)
     print()
-    print(
-        f"{processes} processes x {calls} calls at once, rpm={rpm}, default RedisStore settings, "
-        f"{bursts} bursts"
-    )
+    settings = "default RedisStore settings" if timeout is None else f"store timeout {timeout:g} s"
+    print(f"{processes} processes x {calls} calls at once, rpm={rpm}, {settings}, {bursts} bursts")
     print(f"served by the limited key: min {min(totals)}, max {max(totals)} (limit {rpm}); each: {totals}")
     print(f"store outages (trips that failed or timed out): {outages}")
 
@@ -242,6 +247,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=50, help="calls at once in each process")
     parser.add_argument("--rpm", type=int, default=100, help="the shared budget's requests per minute")
     parser.add_argument("--bursts", type=int, default=10, help="bursts, each in a fresh namespace")
+    parser.add_argument("--burst-timeout", type=float, default=None, help="the bursts' store timeout")
     options = parser.parse_args()
     logging.getLogger("routed_llm").setLevel(logging.ERROR)  # The failover warnings are not measured.
     logging.getLogger("routed_llm.redis").setLevel(logging.WARNING)
@@ -258,7 +264,14 @@ def main() -> None:
                     options.pool,
                 )
             )
-            budget_under_load(server.port, options.processes, options.burst, options.rpm, options.bursts)
+            budget_under_load(
+                server.port,
+                options.processes,
+                options.burst,
+                options.rpm,
+                options.bursts,
+                options.burst_timeout,
+            )
         finally:
             server.stop()
 
