@@ -29,9 +29,9 @@ import asyncio
 import logging
 import multiprocessing
 import sys
-import uuid
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -181,14 +181,14 @@ async def measure(
 
 
 def burst(
-    port: int, namespace: str, calls: int, rpm: int, start: object, timeout: float | None
+    port: int, namespace: str, calls: int, rpm: int, start: object, store_timeout: float | None
 ) -> tuple[int, int]:
     """One process: ``calls`` calls at once, ``pro`` limited to ``rpm``; returns (served by pro, outages)."""
-    return asyncio.run(_burst(port, namespace, calls, rpm, start, timeout))
+    return asyncio.run(_burst(port, namespace, calls, rpm, start, store_timeout))
 
 
 async def _burst(
-    port: int, namespace: str, calls: int, rpm: int, start: object, timeout: float | None
+    port: int, namespace: str, calls: int, rpm: int, start: object, store_timeout: float | None
 ) -> tuple[int, int]:
     logging.getLogger("routed_llm").setLevel(logging.ERROR)  # The failover warnings are not measured.
     outages = Outages()
@@ -198,7 +198,9 @@ async def _burst(
     redis_logger.propagate = False
     client = redis.asyncio.Redis(host="127.0.0.1", port=port)  # Default pool.
     # The default timeout and retry interval, unless --burst-timeout says otherwise.
-    store = RedisStore(client, namespace=namespace, **({} if timeout is None else {"timeout": timeout}))
+    store = RedisStore(
+        client, namespace=namespace, **({} if store_timeout is None else {"timeout": store_timeout})
+    )
     llm = routed(HealthTracker(store=store), RateLimits({"pro": Limit(rpm=rpm)}, store=store))
     served: list[str] = []
 
