@@ -601,12 +601,14 @@ class HealthTracker:
         """Makes the changes the store missed, oldest first; False if it still does not answer."""
         assert self._store is not None
         while self._missed:
-            key, change, at = self._missed[0]
+            key, change, at = missed = self._missed.pop(
+                0
+            )  # Taken, so a concurrent read cannot make it twice.
             age = max(self._clock() - at, _LATE)
             answer = await self._store.change_circuit(key, replace(change, age=age))
             if answer is None:
+                self._missed.insert(0, missed)
                 return False
-            self._missed.pop(0)
             self._adopt_answer(key, answer[0])
         return True
 

@@ -482,3 +482,24 @@ async def test_a_budget_counter_that_is_not_a_number_is_counted_from_zero_and_re
 async def test_a_duration_a_store_cannot_keep_is_refused_at_construction(clients, namespace, argument):
     with pytest.raises(ValueError, match=argument):
         HealthTracker(**{argument: 5e13}, store=store(clients, namespace))
+
+
+# Found in review: reconciliation under concurrency.
+
+
+async def test_a_change_redis_missed_is_made_once_when_two_reads_reconcile_at_once(clients, namespace):
+    admin = clients()
+    stalls = RedisStore(clients(), namespace=namespace, timeout=0.2, retry_interval=0)
+    health = HealthTracker(failure_threshold=3, clock=Clock(), store=stalls)
+    llm = RoutedLlm(
+        models={"primary": dead(), "backup": answering("backup")},
+        router=FallbackStrategy(["primary", "backup"]),
+        health=health,
+    )
+    async with stalled(admin):
+        await ask(llm)  # One failure of primary, which Redis does not take.
+        await stalls.drain()
+
+    await asyncio.gather(health.refresh(["primary"]), health.refresh(["primary", "backup"]))
+
+    assert await admin.hget(f"routed_llm:{{{namespace}}}:circuit:primary", "failures") == b"1"
