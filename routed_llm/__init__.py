@@ -13,6 +13,7 @@ from routed_llm.analysis import ArmStats, format_arm_table, tabulate_arms
 from routed_llm.errors import (
     AttemptTimeout,
     BudgetExhausted,
+    CircuitOpen,
     DeadlineExceeded,
     ErrorClass,
     PermanentModelError,
@@ -24,7 +25,7 @@ from routed_llm.errors import (
     fall_back_across_providers,
     is_transient,
 )
-from routed_llm.health import HealthChangeEvent, HealthTracker, retry_after
+from routed_llm.health import HealthChangeEvent, HealthTracker, counts_against_health, retry_after
 from routed_llm.invocation import (
     InvocationInfo,
     RoutingPlugin,
@@ -67,6 +68,7 @@ __all__ = [
     "ArmStats",
     "AttemptTimeout",
     "BudgetExhausted",
+    "CircuitOpen",
     "ClassifierStrategy",
     "ConnectivityStrategy",
     "DeadlineExceeded",
@@ -101,6 +103,7 @@ __all__ = [
     "annotate_route",
     "capture_invocation",
     "classify_error",
+    "counts_against_health",
     "current_invocation",
     "fall_back_across_providers",
     "format_arm_table",

@@ -21,6 +21,7 @@ from google.genai import types
 __all__ = [
     "AttemptTimeout",
     "BudgetExhausted",
+    "CircuitOpen",
     "DeadlineExceeded",
     "ErrorClass",
     "PermanentModelError",
@@ -188,6 +189,39 @@ class BudgetExhausted(TransientModelError):
 
     def __reduce__(self) -> tuple[type[BudgetExhausted], tuple[str, float]]:
         return type(self), (self.key, self.resets_in)
+
+
+class CircuitOpen(TransientModelError):
+    """The router picked a key whose circuit is open, or whose half-open trial is taken.
+
+    Raised before the attempt, instead of calling the model, when another
+    routed key is available: the router is asked again with this as
+    ``last_error``, and being a :class:`TransientModelError`, every strategy
+    fails over on it. It is no verdict on the key's health. When no routed
+    key is available at all, the pick goes ahead instead.
+
+    Attributes:
+        key: The key that was not tried.
+        retry_at: When the key may next be tried, on the
+            :class:`~routed_llm.HealthTracker`'s clock (its
+            :meth:`~routed_llm.HealthTracker.available_at`).
+    """
+
+    def __init__(self, key: str, retry_at: float) -> None:
+        """Creates the error.
+
+        Args:
+            key: The key that was not tried.
+            retry_at: When it may next be tried, on the health tracker's clock.
+        """
+        super().__init__(
+            f"Model key {key!r} was not tried: its circuit is open or its half-open trial is in flight."
+        )
+        self.key = key
+        self.retry_at = retry_at
+
+    def __reduce__(self) -> tuple[type[CircuitOpen], tuple[str, float]]:
+        return type(self), (self.key, self.retry_at)
 
 
 class StreamStalled(TimeoutError):

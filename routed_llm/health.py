@@ -44,6 +44,7 @@ import math
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC
@@ -51,10 +52,29 @@ from typing import Literal, TypeAlias
 
 from opentelemetry import metrics
 
-from routed_llm.errors import BudgetExhausted, ErrorClass, _cause_chain, classify_error
-from routed_llm.store import CircuitChange, CircuitOp, Store
+from routed_llm.errors import (
+    REFUSAL_CODES,
+    BudgetExhausted,
+    CircuitOpen,
+    ErrorClass,
+    ResponseRejected,
+    _cause_chain,
+    _refuses,
+    classify_error,
+    is_error_response,
+)
+from routed_llm.store import CircuitChange, CircuitOp, CircuitReading, SharedReads, Store
 
-__all__ = ["CircuitState", "HealthChangeEvent", "HealthChangeHook", "HealthTracker", "retry_after"]
+__all__ = [
+    "CONTENT_CODES",
+    "MAX_SHARED_SECONDS",
+    "CircuitState",
+    "HealthChangeEvent",
+    "HealthChangeHook",
+    "HealthTracker",
+    "counts_against_health",
+    "retry_after",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +113,54 @@ _ERROR_CLASSES: frozenset[str] = frozenset({"transient", "provider", "request"})
 
 _meter = metrics.get_meter("routed_llm")
 
+MAX_SHARED_SECONDS = 1e9
+"""The longest ``max_cooldown`` or ``trial_timeout`` a tracker with a store takes (about 31 years)."""
+
+CONTENT_CODES = REFUSAL_CODES | frozenset(
+    {
+        "RECITATION",
+        "IMAGE_RECITATION",
+        "MAX_TOKENS",
+        "MALFORMED_FUNCTION_CALL",
+        "UNEXPECTED_TOOL_CALL",
+        "TOO_MANY_TOOL_CALLS",
+        "LANGUAGE",
+    }
+)
+"""Error codes of an error response that the request's content caused: no verdict on the key's health."""
+
+_MISSED_KEPT = 1000
+"""Changes kept for a store that does not answer; the oldest are dropped beyond that."""
+
+_LATE = 1e-6
+"""The least age of a change told late: it marks the change as late to the store."""
+
+
+def counts_against_health(error: BaseException) -> bool:
+    """Whether a pre-output failure says something about the key's provider.
+
+    Not: our own budget spent (:class:`~routed_llm.BudgetExhausted`), a key
+    not tried because its circuit is open (:class:`~routed_llm.CircuitOpen`),
+    and an error response the request's content caused: a refusal or a
+    blocked prompt, or a code in :data:`CONTENT_CODES` (``RECITATION``,
+    ``MAX_TOKENS``, ``MALFORMED_FUNCTION_CALL``, ...). These still fail over
+    as the error policy says; they only leave the key's health alone.
+    Everything else does count (see the "Error policy" page).
+
+    Args:
+        error: What the attempt raised.
+
+    Returns:
+        False for the failures above; True otherwise.
+    """
+    if isinstance(error, BudgetExhausted | CircuitOpen):
+        return False
+    if isinstance(error, ResponseRejected) and is_error_response(error.response):
+        response = error.response
+        code = str(getattr(response.error_code, "value", response.error_code))
+        return not (code in CONTENT_CODES or _refuses(response))
+    return True
+
 
 def _circuit_counter(meter: metrics.Meter) -> metrics.Counter:
     return meter.create_counter(
@@ -124,9 +192,14 @@ class HealthTracker:
     * When the cooldown ends the circuit is half-open: one trial call at a
       time may go. A success closes the circuit; a failure opens it again,
       for twice the cooldown before (each consecutive opening doubles it, up
-      to ``max_cooldown``). A trial permit not given back within
-      ``max_cooldown`` seconds is presumed lost and lapses, so a leaked
-      permit cannot keep a key out for good.
+      to ``max_cooldown``). A trial permit belongs to whoever took it: only
+      its holder gives it back. One not given back within ``trial_timeout``
+      seconds is presumed lost (with a crashed replica, say) and lapses, so
+      a leaked permit cannot keep a key out for good.
+    * An error response caused by the request's content (a refusal,
+      ``RECITATION``, ``MAX_TOKENS``, ``MALFORMED_FUNCTION_CALL``; see
+      :func:`counts_against_health`) is no verdict on the key: another model
+      may be tried, but it says nothing about the provider.
     * While a circuit is open, failures are ignored (they come from attempts
       begun before it opened, or made anyway because every key was out):
       they neither lengthen its cooldown nor add to its backoff. Any success
@@ -140,9 +213,12 @@ class HealthTracker:
     process sharing the store's namespace shares the circuits: failures
     count across replicas, a circuit opens for all, and the half-open trial
     permit goes to one replica at a time. The tracker then keeps a local
-    copy, which the routed model refreshes before each router decision and
-    falls back on when the store does not answer. Shared cooldowns run on
-    ``wall_clock``, which replicas share (see the "Many replicas" page).
+    copy, which the routed model refreshes (:meth:`refresh`) before each
+    router decision and falls back on when the store does not answer;
+    changes the store missed are made when it answers again, unless the
+    shared record changed after them. Shared cooldowns and permits run on
+    the store's clock, so replicas' clocks need not agree (see the "Many
+    replicas" page).
 
     Example::
 
@@ -158,6 +234,7 @@ class HealthTracker:
         failure_threshold: int = 3,
         cooldown: float = 30.0,
         max_cooldown: float = 600.0,
+        trial_timeout: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_health_change: HealthChangeHook | None = None,
@@ -174,6 +251,9 @@ class HealthTracker:
             max_cooldown: The longest a circuit stays open: the cap on the
                 doubling and on a ``Retry-After``, and what a provider error
                 opens it for.
+            trial_timeout: Seconds after which a half-open trial permit
+                that was never given back (its call lost with a crashed
+                replica, say) lapses, and another trial may go.
             clock: Monotonic seconds; every cooldown runs on it.
             wall_clock: Seconds since the epoch, to turn a ``Retry-After``
                 HTTP date into seconds to wait.
@@ -192,20 +272,30 @@ class HealthTracker:
         Raises:
             TypeError: If an argument has the wrong type, or the hook is
                 ``async``.
-            ValueError: If ``failure_threshold`` is below 1, a cooldown is not
-                a finite number above 0, or ``max_cooldown`` is shorter than
-                ``cooldown``.
+            ValueError: If ``failure_threshold`` is below 1, a duration is not
+                a finite number above 0, ``max_cooldown`` is shorter than
+                ``cooldown``, or with a store, a duration is longer than a
+                store can keep (:data:`MAX_SHARED_SECONDS`).
         """
         self._rules = _Rules(
             failure_threshold=_threshold(failure_threshold),
             cooldown=_seconds("cooldown", cooldown),
             max_cooldown=_seconds("max_cooldown", max_cooldown),
+            trial_timeout=_seconds("trial_timeout", trial_timeout),
         )
         if self._rules.max_cooldown < self._rules.cooldown:
             raise ValueError(
                 f"HealthTracker(max_cooldown={max_cooldown!r}) is shorter than cooldown={cooldown!r}; "
                 "max_cooldown caps the cooldown, so raise it to at least cooldown (or lower cooldown)."
             )
+        if store is not None:
+            for name, value in (("max_cooldown", max_cooldown), ("trial_timeout", trial_timeout)):
+                if value > MAX_SHARED_SECONDS:
+                    raise ValueError(
+                        f"HealthTracker({name}={value!r}) is longer than a shared store can keep: its "
+                        f"records expire in whole milliseconds. Use at most {MAX_SHARED_SECONDS:g} s "
+                        "(about 31 years)."
+                    )
         for name, function in (("clock", clock), ("wall_clock", wall_clock)):
             if not callable(function):
                 raise TypeError(
@@ -235,7 +325,12 @@ class HealthTracker:
         self._circuits: dict[str, _Circuit] = {}
         self._lock = threading.Lock()
         self._store = store
-        self._trials: set[str] = set()  # Keys whose shared trial permit this tracker holds.
+        self._process = uuid.uuid4().hex[:12]  # Names this tracker's permits in the store.
+        self._trials: dict[str, str] = {}  # Key to the shared trial permit a call here holds.
+        self._missed: list[tuple[str, CircuitChange, float]] = []  # Changes the store did not take.
+        self._writes = 0  # Shared answers adopted so far; a read older than a key's last one is stale.
+        self._written: dict[str, int] = {}
+        self._reads = SharedReads()
 
     @property
     def store(self) -> Store | None:
@@ -296,18 +391,21 @@ class HealthTracker:
         now = self._clock()
         return min(keys, key=lambda key: self._look(key, now=now).available_from(now), default=None)
 
-    def try_acquire(self, key: str) -> bool:
+    def try_acquire(self, key: str, permit: str = "") -> bool:
         """Called by the loop before an attempt on ``key``: may it go ahead?
 
-        On a half-open key this takes the one trial permit; give it back with
-        a verdict (:meth:`record_success`, :meth:`record_failure`) or with
-        :meth:`release`. On a closed or open key it takes nothing and always
+        On a half-open key this takes the one trial permit for ``permit``;
+        give it back with a verdict (:meth:`record_success`,
+        :meth:`record_failure`) or with :meth:`release` and the same
+        ``permit``. On a closed or open key it takes nothing and always
         allows the attempt: keeping away from open keys is the strategies'
         choice (:meth:`is_available`), and the loop may try one anyway when
         every key is out.
 
         Args:
             key: The key about to be tried.
+            permit: Who takes the trial permit (the routed call); only the
+                same ``permit`` gives it back.
 
         Returns:
             False only if ``key`` is half-open with its trial already in
@@ -316,21 +414,26 @@ class HealthTracker:
         circuit = self._circuits.get(key)
         if circuit is None or circuit.state == "closed":
             return True
-        before, _ = self._apply(key, self._clock(), self._rules.acquire)
+        holder = self._permit(permit)
+        before, _ = self._apply(
+            key, self._clock(), lambda circuit, now: self._rules.acquire(circuit, now, holder)
+        )
         return not before.trial  # Only a half-open circuit has a trial in flight.
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, permit: str = "") -> None:
         """Gives back ``key``'s trial permit after an attempt with no verdict.
 
         For an attempt that was cancelled, or whose answer a judge rejected:
         the state is left as it was, and another trial may go. Does nothing
-        when no trial is in flight.
+        when ``permit`` does not hold the trial: only its holder gives it back.
 
         Args:
             key: The key whose attempt ended.
+            permit: Who took the permit, as given to :meth:`try_acquire`.
         """
         if key in self._circuits:
-            self._apply(key, self._clock(), self._rules.release)
+            holder = self._permit(permit)
+            self._apply(key, self._clock(), lambda circuit, now: self._rules.release(circuit, now, holder))
 
     def record_success(self, key: str) -> None:
         """Reports that an attempt on ``key`` gave its first response.
@@ -344,19 +447,25 @@ class HealthTracker:
         if key in self._circuits:  # Fast path: a clean closed key has nothing to reset.
             self._apply(key, self._clock(), self._rules.succeed)
 
-    def record_failure(self, key: str, error: BaseException, error_class: ErrorClass) -> None:
+    def record_failure(
+        self, key: str, error: BaseException, error_class: ErrorClass, permit: str = ""
+    ) -> None:
         """Reports that an attempt on ``key`` failed before any response.
 
         Args:
             key: The key that failed.
             error: What it raised; read for how long it asks to wait
                 (:func:`retry_after`) and named in the reason of a change.
+                One that says nothing of the key
+                (:func:`counts_against_health` is False) only gives the
+                trial permit back.
             error_class: The failure's class, usually
                 :func:`~routed_llm.classify_error` of ``error``:
                 ``"transient"`` counts against the key (or opens it at once
                 when the error says how long to wait), ``"provider"`` opens it
                 at once for ``max_cooldown``, and ``"request"`` is no verdict
                 on the key (a trial permit is given back).
+            permit: Who made the attempt, as given to :meth:`try_acquire`.
 
         Raises:
             ValueError: If ``error_class`` is not one of the three classes.
@@ -366,39 +475,80 @@ class HealthTracker:
                 f"error_class must be 'transient', 'provider' or 'request' (see classify_error); "
                 f"got {error_class!r}."
             )
-        if isinstance(error, BudgetExhausted):  # Our own budget, not the provider: no verdict.
-            self.release(key)
+        if not counts_against_health(error):
+            self.release(key, permit)
             return
         if error_class == "request" and key not in self._circuits:
             return
         wait = retry_after(error, wall_clock=self._wall_clock) if error_class == "transient" else None
         what = type(error).__name__
+        holder = self._permit(permit)
         self._apply(
-            key, self._clock(), lambda circuit, now: self._rules.fail(circuit, now, error_class, wait, what)
+            key,
+            self._clock(),
+            lambda circuit, now: self._rules.fail(circuit, now, error_class, wait, what, holder),
         )
 
     # The shared store. The loop calls these around the sync methods above, which keep the
     # local copy (and the fallback) up to date; each shared answer then replaces the local record.
 
-    def _absorb(self, keys: Iterable[str], circuits: Mapping[str, Mapping[str, str]]) -> None:
-        """Replaces the local records of ``keys`` with the shared ones read from the store."""
-        for key in keys:
-            fields = circuits.get(key)
-            if fields is None and key not in self._circuits:
-                continue  # Closed and clean on both sides: the common case.
-            self._adopt(key, fields or {})
+    async def refresh(self, keys: Iterable[str]) -> None:
+        """Brings the local copies of ``keys``' shared circuits up to date, in one trip.
 
-    async def _share_acquire(self, key: str) -> None:
-        """Takes ``key``'s shared trial permit, if its circuit is not closed."""
-        circuit = self._circuits.get(key)
-        if self._store is None or circuit is None or circuit.state == "closed":
+        First makes the changes the store missed while it did not answer (each
+        told how long ago it happened, so a record changed since wins). A
+        key's record is not taken from a read that began before this tracker
+        adopted a newer answer for it. Without a store, or when the store
+        does not answer, the local state stays as it is.
+
+        Args:
+            keys: The keys the router may pick.
+        """
+        if self._store is not None:
+            await self._reads.run(tuple(keys), self._read)
+
+    async def _read(self, keys: tuple[str, ...]) -> None:
+        assert self._store is not None
+        if not await self._reconcile():
             return
-        answer = await self._store.change_circuit(key, self._change("acquire"))
-        if answer is not None:
-            fields, granted = answer
-            if granted:
-                self._trials.add(key)
-            self._adopt(key, fields)
+        began = self._writes
+        readings = await self._store.read_circuits(keys)
+        if readings is None:
+            return
+        for key in keys:
+            if self._written.get(key, 0) > began:
+                continue  # A newer answer arrived while this read was out.
+            reading = readings.get(key)
+            if reading is None and key not in self._circuits:
+                continue  # Closed and clean on both sides: the common case.
+            self._adopt(key, reading.fields if reading is not None else {}, reading.now if reading else None)
+
+    async def _take(self, key: str, permit: str) -> bool:
+        """Takes what an attempt on ``key`` needs, here and in the store: is ``key`` available to it?
+
+        Returns:
+            True if the key is closed, or half-open and ``permit`` took its
+            trial; False if it is open, or its trial is someone else's.
+        """
+        if not self.try_acquire(key, permit):
+            return False
+        circuit = self._circuits.get(key)
+        if circuit is None or circuit.state == "closed":
+            return True
+        if circuit.state == "open":
+            return False
+        if self._store is None:
+            return True
+        self._writes += 1  # A read already out must not give the trial this call took back to others.
+        self._written[key] = self._writes
+        answer = await self._store.change_circuit(key, self._change("acquire", permit=permit))
+        if answer is None:
+            return True  # The store did not answer: this process's permit decides.
+        reading, granted = answer
+        if granted:
+            self._trials[key] = self._permit(permit)
+        self._adopt_answer(key, reading)
+        return granted or not reading.fields
 
     def _share_success(self, key: str) -> None:
         """Closes ``key``'s shared circuit in the background, if there is anything to reset.
@@ -406,45 +556,91 @@ class HealthTracker:
         Call it before :meth:`record_success`, which forgets whether there was.
         """
         if self._store is not None and (key in self._circuits or key in self._trials):
-            self._trials.discard(key)
-            self._store.change_circuit_later(key, self._change("succeed"))
+            self._trials.pop(key, None)
+            self._later(key, self._change("succeed"))
 
-    def _share_release(self, key: str) -> None:
-        """Gives back ``key``'s shared trial permit, if this tracker holds it, in the background."""
-        if self._store is not None and key in self._trials:
-            self._trials.discard(key)
-            self._store.change_circuit_later(key, self._change("release"))
+    def _share_release(self, key: str, permit: str) -> None:
+        """Gives back ``key``'s shared trial permit in the background, if ``permit`` holds it."""
+        if self._store is not None and self._trials.get(key) == self._permit(permit):
+            del self._trials[key]
+            self._later(key, self._change("release", permit=permit))
 
-    async def _share_failure(self, key: str, error: BaseException) -> None:
+    async def _share_failure(self, key: str, error: BaseException, permit: str) -> None:
         """Records a pre-output failure of ``key`` in the store, and adopts the result."""
         if self._store is None:
             return
-        if isinstance(error, BudgetExhausted):  # No verdict on the key, as in record_failure.
-            self._share_release(key)
+        if not counts_against_health(error):  # No verdict on the key, as in record_failure.
+            self._share_release(key, permit)
             return
-        self._trials.discard(key)
+        if self._trials.get(key) == self._permit(permit):
+            del self._trials[key]
         error_class = classify_error(error)
         wait = retry_after(error, wall_clock=self._wall_clock) if error_class == "transient" else None
-        answer = await self._store.change_circuit(key, self._change("fail", error_class, wait or 0.0))
-        if answer is not None:
-            self._adopt(key, answer[0])
+        change = self._change("fail", error_class=error_class, wait=wait or 0.0, permit=permit)
+        await self._write(key, change)
 
-    def _change(self, op: CircuitOp, error_class: str = "", wait: float = 0.0) -> CircuitChange:
+    def _later(self, key: str, change: CircuitChange) -> None:
+        """Makes ``change`` in the store in the background."""
+        assert self._store is not None
+        self._store.background(self._write(key, change))
+
+    async def _write(self, key: str, change: CircuitChange) -> None:
+        """Makes ``change`` in the store and adopts the answer; keeps it for later if the store missed it."""
+        assert self._store is not None
+        if self._missed:  # Keep the order: this change comes after those the store missed.
+            self._missed.append((key, change, self._clock()))
+            return
+        answer = await self._store.change_circuit(key, change)
+        if answer is None:
+            self._missed.append((key, change, self._clock()))
+            del self._missed[:-_MISSED_KEPT]
+        else:
+            self._adopt_answer(key, answer[0])
+
+    async def _reconcile(self) -> bool:
+        """Makes the changes the store missed, oldest first; False if it still does not answer."""
+        assert self._store is not None
+        while self._missed:
+            key, change, at = missed = self._missed.pop(
+                0
+            )  # Taken, so a concurrent read cannot make it twice.
+            age = max(self._clock() - at, _LATE)
+            answer = await self._store.change_circuit(key, replace(change, age=age))
+            if answer is None:
+                self._missed.insert(0, missed)
+                return False
+            self._adopt_answer(key, answer[0])
+        return True
+
+    def _change(
+        self, op: CircuitOp, *, error_class: str = "", wait: float = 0.0, permit: str = ""
+    ) -> CircuitChange:
         rules = self._rules
         return CircuitChange(
             op=op,
-            now=self._wall_clock(),
             failure_threshold=rules.failure_threshold,
             cooldown=rules.cooldown,
             max_cooldown=rules.max_cooldown,
+            trial_timeout=rules.trial_timeout,
+            permit=self._permit(permit) if op in ("acquire", "release", "fail") else "",
             error_class=error_class,
             wait=wait,
         )
 
-    def _adopt(self, key: str, fields: Mapping[str, str]) -> None:
+    def _permit(self, permit: str) -> str:
+        """The name of ``permit`` in the store: unique to this tracker's process."""
+        return f"{self._process}:{permit}"
+
+    def _adopt_answer(self, key: str, reading: CircuitReading) -> None:
+        """Adopts the store's answer to a change of ``key``: newer than any read still out."""
+        self._writes += 1
+        self._written[key] = self._writes
+        self._adopt(key, reading.fields, reading.now)
+
+    def _adopt(self, key: str, fields: Mapping[str, str], store_now: float | None) -> None:
         """Makes the shared record of ``key`` (empty: closed and clean) the local one."""
         now = self._clock()
-        shared = _from_fields(fields, now - self._wall_clock())
+        shared = _from_fields(fields, now - (store_now if store_now is not None else 0.0))
         self._apply(
             key,
             now,
@@ -524,7 +720,7 @@ class _Circuit:
         opens: Consecutive openings since the circuit last closed (the backoff's exponent).
         cooldown: How long the current (or last) opening lasts.
         until: While open, when the cooldown ends; while a trial is in flight, when its permit lapses.
-        trial: While half-open, whether the one trial call is in flight.
+        trial: While half-open with the one trial call in flight, who holds its permit; else "".
     """
 
     state: CircuitState = "closed"
@@ -532,12 +728,12 @@ class _Circuit:
     opens: int = 0
     cooldown: float = 0.0
     until: float = 0.0
-    trial: bool = False
+    trial: str = ""
 
     @property
     def timed(self) -> bool:
         """Whether ``until`` applies: the circuit changes on its own when the clock reaches it."""
-        return self.state == "open" or self.trial
+        return self.state == "open" or bool(self.trial)
 
     @property
     def available(self) -> bool:
@@ -555,7 +751,7 @@ _STATES: frozenset[str] = frozenset({"closed", "open", "half_open"})
 
 
 def _from_fields(fields: Mapping[str, str], offset: float) -> _Circuit:
-    """A shared record as a local circuit; ``offset`` turns its wall-clock times into the tracker's clock."""
+    """A shared record as a local circuit; ``offset`` turns the store's times into the tracker's clock."""
     state = fields.get("state", "closed")
     if not fields or state not in _STATES:
         return _CLOSED
@@ -566,7 +762,7 @@ def _from_fields(fields: Mapping[str, str], offset: float) -> _Circuit:
             opens=int(float(fields.get("opens", "0"))),
             cooldown=float(fields.get("cooldown", "0")),
             until=float(fields.get("until", "0")) + offset,
-            trial=fields.get("trial") == "1",
+            trial=fields.get("trial", "") if state == "half_open" else "",
         )
     except ValueError:  # A record this version cannot read counts as closed.
         return _CLOSED
@@ -583,6 +779,7 @@ class _Rules:
     failure_threshold: int
     cooldown: float
     max_cooldown: float
+    trial_timeout: float
 
     @staticmethod
     def keep(circuit: _Circuit, now: float) -> tuple[_Circuit, str]:
@@ -595,28 +792,31 @@ class _Rules:
             return circuit, ""
         if circuit.state == "open":
             return replace(circuit, state="half_open"), f"its cooldown of {circuit.cooldown:g} s ended"
-        return replace(circuit, trial=False), ""  # A trial permit no one gave back.
+        return replace(circuit, trial=""), ""  # A trial permit no one gave back.
 
-    def acquire(self, circuit: _Circuit, now: float) -> tuple[_Circuit, str]:
-        """Takes the trial permit of a half-open circuit, if free."""
+    def acquire(self, circuit: _Circuit, now: float, holder: str) -> tuple[_Circuit, str]:
+        """Takes the trial permit of a half-open circuit for ``holder``, if free."""
         if circuit.state != "half_open" or circuit.trial:
             return circuit, ""
-        return replace(circuit, trial=True, until=now + self.max_cooldown), ""
+        return replace(circuit, trial=holder, until=now + self.trial_timeout), ""
 
-    def release(self, circuit: _Circuit, now: float) -> tuple[_Circuit, str]:
-        """Gives a trial permit back, leaving the state."""
-        return (replace(circuit, trial=False), "") if circuit.trial else (circuit, "")
+    @staticmethod
+    def release(circuit: _Circuit, now: float, holder: str) -> tuple[_Circuit, str]:
+        """Gives the trial permit back if ``holder`` holds it, leaving the state."""
+        return (
+            (replace(circuit, trial=""), "") if circuit.trial and circuit.trial == holder else (circuit, "")
+        )
 
     def succeed(self, circuit: _Circuit, now: float) -> tuple[_Circuit, str]:
         """A first response: the key serves."""
         return _CLOSED, "a call succeeded"
 
     def fail(
-        self, circuit: _Circuit, now: float, error_class: str, wait: float | None, what: str
+        self, circuit: _Circuit, now: float, error_class: str, wait: float | None, what: str, holder: str
     ) -> tuple[_Circuit, str]:
-        """A failure before any response, of ``error_class``, asking to wait ``wait`` seconds."""
+        """A failure before any response of ``holder``'s attempt, of ``error_class``, asking to wait."""
         if error_class == "request" or circuit.state == "open":
-            return self.release(circuit, now)
+            return self.release(circuit, now, holder)
         if error_class == "provider":
             reason = f"provider error {what}: this key cannot serve anyone"
             return self._open(circuit, now, self.max_cooldown), reason
@@ -651,7 +851,8 @@ def retry_after(error: BaseException, *, wall_clock: Callable[[], float] = time.
       ``error.response.headers`` (httpx's ``HTTPStatusError``, OpenAI,
       LiteLLM, google-genai) or ``error.litellm_response_headers`` (LiteLLM's
       mapped exceptions). ``Retry-After`` is seconds (``"12"``, ``"1.5"``) or
-      an HTTP date, which is measured against ``wall_clock()``;
+      an HTTP date, which is measured against ``wall_clock()``; a header
+      sent more than once (``"5, 5"``) reads as its longest wait;
     * a ``google.rpc.RetryInfo`` in a google-genai ``APIError``'s
       ``details`` (the error JSON's ``error.details``), its ``retryDelay``
       a duration such as ``"30s"`` or ``"1.5s"``.
@@ -696,8 +897,9 @@ def _header_delay(error: BaseException, wall_clock: Callable[[], float]) -> floa
         if _SECONDS.fullmatch(milliseconds):
             return float(milliseconds) / 1000
         value = values.get("retry-after", "")
-        if _SECONDS.fullmatch(value):
-            return float(value)
+        repeated = [part.strip() for part in value.split(",")]  # A header sent twice arrives joined.
+        if all(_SECONDS.fullmatch(part) for part in repeated):
+            return max(float(part) for part in repeated)
         if value:
             return _until_date(value, wall_clock)
     return None

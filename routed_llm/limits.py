@@ -15,6 +15,14 @@ if the budget is spent by then, the attempt fails before output with
 read from the responses' ``usage_metadata`` and counted when the response
 ends. Without a ``store`` the budgets are this process's; with a
 :class:`~routed_llm.redis.RedisStore` every replica shares them.
+
+With a store, a process's count of a window never goes backwards: it keeps
+the larger of its own count and the store's (a restarted Redis forgets), and
+brings the store up to it. When the store does not answer a reservation, the
+process admits at most its share of the limit in that window: the limit
+divided by the replicas that reserved in this minute or the last, as last
+read from the store; nothing if it never read that. What it admitted then is
+added to the store's count when the store answers again.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from types import MappingProxyType
 from google.adk.models.llm_response import LlmResponse
 
 from routed_llm.errors import BudgetExhausted
-from routed_llm.store import Store, check_key
+from routed_llm.store import BudgetChange, BudgetReading, SharedReads, Store, check_key
 
 __all__ = ["WINDOW", "Limit", "RateLimits"]
 
@@ -71,11 +79,25 @@ class Limit:
 
 @dataclass(slots=True)
 class _Count:
-    """What one key spent in one window."""
+    """What one key spent in one window, as this process knows it."""
 
     window: int
-    requests: int = 0
-    tokens: int = 0
+    shared_requests: int = 0  # The most the store (or, without one, this process) counted.
+    shared_tokens: int = 0
+    owed_requests: int = 0  # Admitted while the store did not answer, not yet added to it.
+    owed_tokens: int = 0
+    sending_requests: int = 0  # Owed counts on their way to the store.
+    sending_tokens: int = 0
+    own_requests: int = 0  # This process's own admissions, for its share during an outage.
+    own_tokens: int = 0
+
+    @property
+    def requests(self) -> int:
+        return self.shared_requests + self.owed_requests
+
+    @property
+    def tokens(self) -> int:
+        return self.shared_tokens + self.owed_tokens
 
 
 class RateLimits:
@@ -142,6 +164,8 @@ class RateLimits:
         self._clock = clock
         self._counts: dict[str, _Count] = {}
         self._lock = threading.Lock()
+        self._replicas = 0  # Replicas that reserved recently, as last read from the store; 0: unknown.
+        self._reads = SharedReads()
 
     @property
     def limits(self) -> Mapping[str, Limit]:
@@ -172,11 +196,45 @@ class RateLimits:
         count = self._counts.get(key)
         return count is None or count.window != self._window() or _within(limit, count)
 
+    async def refresh(self, keys: Iterable[str]) -> None:
+        """Brings this process's counts of ``keys``' budgets up to date from the store, in one trip.
+
+        Each count becomes the larger of this process's and the store's; a
+        store that counts less (it restarted, or missed what this process
+        admitted while it did not answer) is brought up to it in the
+        background. Without a store, or when it does not answer, nothing
+        changes.
+
+        Args:
+            keys: The keys the router may pick; those without a limit are skipped.
+        """
+        limited = tuple(key for key in keys if key in self._limits)
+        if self._store is not None and limited:
+            await self._reads.run(limited, self._read)
+
+    async def _read(self, limited: tuple[str, ...]) -> None:
+        assert self._store is not None
+        window = self._window()
+        readings = await self._store.read_budgets(limited, window)
+        if readings is None:
+            return
+        behind = []
+        with self._lock:
+            for key, reading in readings.items():
+                count = self._count(key, window)
+                if (
+                    reading.requests < count.shared_requests
+                    or reading.tokens < count.shared_tokens
+                    or count.owed_requests
+                    or count.owed_tokens
+                ):
+                    behind.append(key)
+                self._absorb(count, reading)
+        for key in behind:
+            self._store.background(self._sync(key, window, reserve=False))
+
     def _window(self) -> int:
         return int(self._clock() // WINDOW)
-
-    def _limited(self, keys: Iterable[str]) -> tuple[str, ...]:
-        return tuple(key for key in keys if key in self._limits)
 
     def _count(self, key: str, window: int) -> _Count:
         count = self._counts.get(key)
@@ -184,35 +242,71 @@ class RateLimits:
             count = self._counts[key] = _Count(window)
         return count
 
-    def _absorb(self, window: int, budgets: Mapping[str, tuple[int, int]]) -> None:
-        """Replaces the local counts with the shared ones read for ``window``."""
+    def _absorb(self, count: _Count, reading: BudgetReading) -> None:
+        """Takes the store's counts where they are larger (call with the lock held)."""
+        count.shared_requests = max(count.shared_requests, reading.requests)
+        count.shared_tokens = max(count.shared_tokens, reading.tokens)
+        if reading.replicas:
+            self._replicas = reading.replicas
+
+    async def _sync(self, key: str, window: int, *, reserve: bool) -> BudgetReading | None:
+        """Brings the store's counts of ``key`` up to this process's, and reserves one request if asked.
+
+        Returns:
+            The store's answer, or None if it did not answer.
+        """
+        assert self._store is not None
+        limit = self._limits[key]
         with self._lock:
-            for key, (requests, tokens) in budgets.items():
-                count = self._count(key, window)
-                count.requests, count.tokens = requests, tokens
+            count = self._count(key, window)
+            requests = count.owed_requests - count.sending_requests
+            tokens = count.owed_tokens - count.sending_tokens
+            count.sending_requests += requests
+            count.sending_tokens += tokens
+            change = BudgetChange(
+                window=window,
+                rpm=limit.rpm,
+                tpm=limit.tpm,
+                requests=count.shared_requests,
+                tokens=count.shared_tokens,
+                owed_requests=requests,
+                owed_tokens=tokens,
+                reserve=reserve,
+            )
+        reading = await self._store.change_budget(key, change)
+        with self._lock:
+            count.sending_requests -= requests
+            count.sending_tokens -= tokens
+            if reading is not None:
+                count.owed_requests -= requests
+                count.owed_tokens -= tokens
+                self._absorb(count, reading)
+        return reading
 
     async def _reserve(self, key: str) -> None:
         """Counts one request for ``key`` before an attempt, atomically in the store if there is one.
 
         Raises:
-            BudgetExhausted: If the window's budget is spent.
+            BudgetExhausted: If the window's budget is spent, or while the
+                store does not answer, this process's share of it.
         """
         limit = self._limits.get(key)
         if limit is None:
             return
         now = self._clock()
         window = int(now // WINDOW)
-        reserved = None
-        if self._store is not None:
-            reserved = await self._store.reserve(key, window, limit.rpm, limit.tpm)
+        reading = None if self._store is None else await self._sync(key, window, reserve=True)
         with self._lock:
             count = self._count(key, window)
-            if reserved is None:  # No store, or it did not answer: this process's count decides.
+            if reading is not None:
+                reserved = reading.reserved
+            elif self._store is None:
                 reserved = _within(limit, count)
-            if reserved:
-                count.requests += 1
-            elif limit.rpm is not None:
-                count.requests = max(count.requests, limit.rpm)  # Spent elsewhere: unavailable here too.
+                count.shared_requests += reserved
+            else:  # The store did not answer: this process's share of the budget decides.
+                reserved = _within(limit, count) and _within_share(limit, count, self._replicas)
+                count.owed_requests += reserved
+            count.own_requests += reserved
         if not reserved:
             logger.info("Model key %r spent its rate budget for this minute.", key)
             raise BudgetExhausted(key, (window + 1) * WINDOW - now)
@@ -249,12 +343,28 @@ class RateLimits:
         """Counts ``tokens`` against ``key``: locally now, in the store in the background."""
         window = self._window()
         with self._lock:
-            self._count(key, window).tokens += tokens
-        if self._store is not None:
-            self._store.spend_later(key, window, tokens)
+            count = self._count(key, window)
+            count.own_tokens += tokens
+            if self._store is None:
+                count.shared_tokens += tokens
+                return
+            count.owed_tokens += tokens
+        self._store.background(self._sync(key, window, reserve=False))
 
 
 def _within(limit: Limit, count: _Count) -> bool:
     return (limit.rpm is None or count.requests < limit.rpm) and (
         limit.tpm is None or count.tokens < limit.tpm
+    )
+
+
+def _within_share(limit: Limit, count: _Count, replicas: int) -> bool:
+    """Whether this process's own spending in the window is under its share of the limit.
+
+    With ``replicas`` unknown (0: the store never answered), there is no share: nothing is admitted.
+    """
+    if not replicas:
+        return False
+    return (limit.rpm is None or count.own_requests < limit.rpm // replicas) and (
+        limit.tpm is None or count.own_tokens < limit.tpm // replicas
     )

@@ -21,10 +21,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
-from routed_llm.store import CircuitChange, StoreReading, check_key, check_namespace
+from routed_llm.store import (
+    BudgetChange,
+    BudgetReading,
+    CircuitChange,
+    CircuitReading,
+    check_key,
+    check_namespace,
+)
 
 __all__ = ["RedisStore"]
 
@@ -35,39 +44,80 @@ _T = TypeVar("_T")
 BUDGET_TTL_MS = 120_000
 """How long a window's counts live: the window, and one more for clocks a little apart."""
 
-# KEYS[1]: the circuit's hash. ARGV: op, now, failure_threshold, cooldown, max_cooldown,
-# error_class, wait. The same rules as health._Rules, on the same fields. Times are epoch
-# seconds. Returns the record after the change (a flat list) and whether a trial was granted.
-_CIRCUIT_SCRIPT = """
-local key = KEYS[1]
-local op, now = ARGV[1], tonumber(ARGV[2])
-local threshold, cooldown, max_cooldown = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local error_class, wait = ARGV[6], tonumber(ARGV[7])
-local f = redis.call('HMGET', key, 'state', 'failures', 'opens', 'cooldown', 'until', 'trial')
-local state = f[1] or 'closed'
-local failures, opens = tonumber(f[2] or '0'), tonumber(f[3] or '0')
-local length, till, trial = tonumber(f[4] or '0'), tonumber(f[5] or '0'), f[6] == '1'
-if (state == 'open' or trial) and now >= till then
-  if state == 'open' then state = 'half_open' else trial = false end
+# The server's clock: every time written or compared in Redis is Redis's, never a replica's.
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+"""
+
+# A record of the wrong type (written by something else) is reported, and only affects its own key.
+_KIND = """
+local function kind(key)
+  local reply = redis.call('TYPE', key)
+  return type(reply) == 'table' and reply.ok or reply
 end
+"""
+
+# KEYS[1]: the circuit's hash. ARGV: op, failure_threshold, cooldown, max_cooldown, trial_timeout,
+# permit, error_class, wait, age. The same rules as health._Rules, on the same fields, on Redis's
+# clock. Returns the record after the change (a flat list), whether a trial was granted, the
+# server's TIME (seconds, microseconds) and whether the stored record was unreadable.
+_CIRCUIT_SCRIPT = (
+    _NOW
+    + _KIND
+    + """
+local key = KEYS[1]
+local op = ARGV[1]
+local threshold, cooldown, max_cooldown = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local trial_timeout, permit, error_class = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local wait, age = tonumber(ARGV[8]), tonumber(ARGV[9])
+local bad = 0
+local found = kind(key)
+if found ~= 'hash' and found ~= 'none' then
+  redis.call('DEL', key)
+  bad = 1
+end
+local f = redis.call('HMGET', key, 'state', 'failures', 'opens', 'cooldown', 'until', 'trial', 'changed')
+local state, trial = f[1] or 'closed', f[6] or ''
+local failures, opens = tonumber(f[2] or '0'), tonumber(f[3] or '0')
+local length, till, changed = tonumber(f[4] or '0'), tonumber(f[5] or '0'), tonumber(f[7] or '0')
+if not (failures and opens and length and till and changed)
+    or (state ~= 'closed' and state ~= 'open' and state ~= 'half_open') then
+  state, failures, opens, length, till, trial, changed = 'closed', 0, 0, 0, 0, '', 0
+  bad = 1
+end
+local function reply(record, granted)
+  return {record, granted, clock[1], clock[2], bad}
+end
+local function flat()
+  return {'state', state, 'failures', tostring(failures), 'opens', tostring(opens),
+    'cooldown', tostring(length), 'until', tostring(till), 'trial', trial, 'changed', tostring(changed)}
+end
+if age > 0 and now - age < changed then
+  -- Told late, and the record changed after it happened: newer knowledge wins.
+  if state == 'closed' and failures == 0 then return reply({}, 0) end
+  return reply(flat(), 0)
+end
+if state == 'open' and now >= till then state = 'half_open' end
+if trial ~= '' and now >= till then trial = '' end
 local function backoff()
   return math.min(cooldown * 2 ^ math.min(opens, 1000), max_cooldown)
 end
 local function open(seconds)
-  state, failures, opens, length, till, trial = 'open', 0, opens + 1, seconds, now + seconds, false
+  state, failures, opens, length, till, trial = 'open', 0, opens + 1, seconds, now + seconds, ''
 end
 local granted = 0
 if op == 'acquire' then
-  if state == 'half_open' and not trial then
-    trial, till, granted = true, now + max_cooldown, 1
+  if state == 'half_open' and trial == '' then
+    trial, till, granted = permit, now + trial_timeout, 1
   end
 elseif op == 'release' then
-  trial = false
+  if trial == permit then trial = '' end
 elseif op == 'succeed' then
-  state, failures, opens, length, till, trial = 'closed', 0, 0, 0, 0, false
+  state, failures, opens, length, till, trial = 'closed', 0, 0, 0, 0, ''
 elseif op == 'fail' then
   if error_class == 'request' or state == 'open' then
-    trial = false
+    if trial == permit then trial = '' end
   elseif error_class == 'provider' then
     open(max_cooldown)
   elseif wait > 0 then
@@ -79,37 +129,140 @@ elseif op == 'fail' then
     if failures >= threshold then open(backoff()) end
   end
 end
+changed = now
 if state == 'closed' and failures == 0 then
   redis.call('DEL', key)
-  return {{}, granted}
+  return reply({}, granted)
 end
-local record = {'state', state, 'failures', tostring(failures), 'opens', tostring(opens),
-  'cooldown', tostring(length), 'until', tostring(till), 'trial', trial and '1' or '0'}
+local record = flat()
 redis.call('HSET', key, unpack(record))
 -- Outlives its cooldown or trial permit by two max_cooldowns, then a dead deployment's state is gone.
 redis.call('PEXPIRE', key, math.ceil((math.max(till - now, 0) + 2 * max_cooldown) * 1000))
-return {record, granted}
+return reply(record, granted)
 """
+)
 
-# KEYS[1], KEYS[2]: the window's request and token counters. ARGV: rpm, tpm (0: none), ttl ms.
-_RESERVE_SCRIPT = """
-local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-if rpm > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm then return 0 end
-if tpm > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tpm then return 0 end
-redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+# KEYS: circuits' hashes. Returns the server's TIME, each record (a flat list, empty when
+# absent or unreadable) and the keys whose records are of another type.
+_READ_CIRCUITS_SCRIPT = (
+    _KIND
+    + """
+local clock = redis.call('TIME')
+local records, bad = {}, {}
+for index, key in ipairs(KEYS) do
+  local found = kind(key)
+  if found == 'hash' then
+    records[index] = redis.call('HGETALL', key)
+  else
+    records[index] = {}
+    if found ~= 'none' then bad[#bad + 1] = key end
+  end
+end
+return {clock[1], clock[2], records, bad}
 """
+)
+
+# A counter: its number, and whether it held something else (then it counts as 0 and is rewritten).
+_COUNTER = (
+    _KIND
+    + """
+local function counter(key)
+  local found = kind(key)
+  if found == 'none' then return 0, false end
+  if found ~= 'string' then
+    redis.call('DEL', key)
+    return 0, true
+  end
+  local value = tonumber(redis.call('GET', key))
+  if value == nil then return 0, true end
+  return value, false
+end
+"""
+)
+
+# KEYS[1], KEYS[2]: the window's request and token counters; KEYS[3], KEYS[4]: the replicas seen
+# in this window and the last. ARGV: rpm, tpm (0: none), known requests, known tokens, owed
+# requests, owed tokens, reserve (1 or 0), ttl ms, this process's id. Returns whether a request
+# was reserved, the counts after, the replicas seen, and the keys that held something else.
+_BUDGET_SCRIPT = (
+    _COUNTER
+    + """
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local bad = {}
+local stored_requests, bad_requests = counter(KEYS[1])
+local stored_tokens, bad_tokens = counter(KEYS[2])
+if bad_requests then bad[#bad + 1] = KEYS[1] end
+if bad_tokens then bad[#bad + 1] = KEYS[2] end
+local requests = math.max(stored_requests, tonumber(ARGV[3])) + tonumber(ARGV[5])
+local tokens = math.max(stored_tokens, tonumber(ARGV[4])) + tonumber(ARGV[6])
+local reserved = 0
+if ARGV[7] == '1' and (rpm == 0 or requests < rpm) and (tpm == 0 or tokens < tpm) then
+  requests, reserved = requests + 1, 1
+end
+if requests ~= stored_requests or bad_requests then
+  redis.call('SET', KEYS[1], requests, 'PX', ARGV[8])
+end
+if tokens ~= stored_tokens or bad_tokens then
+  redis.call('SET', KEYS[2], tokens, 'PX', ARGV[8])
+end
+local replicas = 1
+if kind(KEYS[3]) == 'set' or kind(KEYS[3]) == 'none' then
+  redis.call('SADD', KEYS[3], ARGV[9])
+  redis.call('PEXPIRE', KEYS[3], ARGV[8])
+  replicas = redis.call('SCARD', KEYS[3])
+end
+if kind(KEYS[4]) == 'set' then replicas = math.max(replicas, redis.call('SCARD', KEYS[4])) end
+return {reserved, requests, tokens, replicas, bad}
+"""
+)
+
+# KEYS: the request counters, then the token counters, then the replicas seen in this window and
+# the last. Returns the counts (0 for a counter that holds something else), the replicas seen and
+# the keys that held something else.
+_READ_BUDGETS_SCRIPT = (
+    _KIND
+    + """
+local half = (#KEYS - 2) / 2
+local counts, bad = {}, {}
+for index = 1, 2 * half do
+  local key = KEYS[index]
+  local found, value = kind(key), 0
+  if found == 'string' then
+    value = tonumber(redis.call('GET', key))
+    if value == nil then
+      value = 0
+      bad[#bad + 1] = key
+    end
+  elseif found ~= 'none' then
+    bad[#bad + 1] = key
+  end
+  counts[index] = value
+end
+local replicas = 0
+for index = #KEYS - 1, #KEYS do
+  if kind(KEYS[index]) == 'set' then replicas = math.max(replicas, redis.call('SCARD', KEYS[index])) end
+end
+return {counts, replicas, bad}
+"""
+)
 
 
 class RedisStore:
     """Circuits and rate budgets shared through Redis (redis-py's ``redis.asyncio``).
 
     Records live under ``routed_llm:{<namespace>}:``: a hash per key whose
-    circuit is not closed and clean, and two counters per limited key and
-    minute. Only model keys, counts, circuit states and times are stored;
+    circuit is not closed and clean, two counters per limited key and
+    minute, and the set of replicas that reserved in each minute. Only model
+    keys, counts, circuit states, times and random process ids are stored;
     nothing from a request. The namespace sits in a Redis Cluster hash tag,
-    so one namespace's records share a slot.
+    so one namespace's records share a slot, and every trip is one Lua
+    script on that slot: a ``redis.asyncio.cluster.RedisCluster`` works as
+    well as a ``redis.asyncio.Redis``. Times are the Redis server's own
+    (``TIME``), so replicas' clocks need not agree.
+
+    A record of another type in the namespace (written by something else)
+    affects only its own key: it reads as absent, is warned about once, and
+    the next write replaces it.
 
     When Redis is unreachable or slower than ``timeout``, reads and changes
     give up, calls go on with each process's own tracking, and a warning is
@@ -117,11 +270,12 @@ class RedisStore:
     the store tries Redis at most once every ``retry_interval`` seconds.
 
     Args:
-        client: A ``redis.asyncio.Redis`` client. Each process (each event
-            loop) needs its own.
+        client: A ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
+            client. Each process (each event loop) needs its own.
         namespace: Shared by every replica of one deployment, e.g.
             ``"support-bot"``: 1-64 letters, digits, ``_``, ``.`` or ``-``.
-        timeout: Seconds to wait for Redis on each trip.
+        timeout: Seconds to wait for Redis on each trip, including the wait
+            for a free connection.
         retry_interval: Seconds between attempts to reach Redis during an
             outage (0: try on every call).
 
@@ -133,15 +287,18 @@ class RedisStore:
     """
 
     def __init__(
-        self, client: Any, *, namespace: str, timeout: float = 0.05, retry_interval: float = 1.0
+        self, client: Any, *, namespace: str, timeout: float = 1.0, retry_interval: float = 1.0
     ) -> None:
         import redis.asyncio  # The 'redis' extra; imported here so the core never needs it.
+        import redis.asyncio.cluster
 
-        if isinstance(client, redis.Redis) or not isinstance(client, redis.asyncio.Redis):
+        if isinstance(client, redis.Redis) or not isinstance(
+            client, redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+        ):
             raise TypeError(
-                "RedisStore(client) takes an async redis-py client, redis.asyncio.Redis "
-                f"(e.g. redis.asyncio.Redis.from_url(url)); got {type(client).__module__}."
-                f"{type(client).__name__}."
+                "RedisStore(client) takes an async redis-py client, redis.asyncio.Redis or "
+                "redis.asyncio.cluster.RedisCluster (e.g. redis.asyncio.Redis.from_url(url)); got "
+                f"{type(client).__module__}.{type(client).__name__}."
             )
         self._namespace = check_namespace(namespace)
         self._timeout = _seconds("timeout", timeout, allow_zero=False)
@@ -149,10 +306,14 @@ class RedisStore:
         self._client = client
         self._prefix = f"routed_llm:{{{namespace}}}:"
         self._circuit_script = client.register_script(_CIRCUIT_SCRIPT)
-        self._reserve_script = client.register_script(_RESERVE_SCRIPT)
+        self._read_circuits_script = client.register_script(_READ_CIRCUITS_SCRIPT)
+        self._budget_script = client.register_script(_BUDGET_SCRIPT)
+        self._read_budgets_script = client.register_script(_READ_BUDGETS_SCRIPT)
+        self._replica = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._down = False
         self._retry_at = 0.0
         self._background: set[asyncio.Task[None]] = set()
+        self._warned: set[str] = set()
 
     @property
     def namespace(self) -> str:
@@ -173,93 +334,120 @@ class RedisStore:
         """Raises ValueError if ``key`` cannot name a record (see :func:`~routed_llm.store.check_key`)."""
         check_key(key)
 
-    async def read(self, circuits: Sequence[str], budgets: Sequence[str], window: int) -> StoreReading | None:
-        """Reads circuits and budgets in one pipelined round trip; None if Redis did not answer."""
+    async def read_circuits(self, keys: Sequence[str]) -> Mapping[str, CircuitReading] | None:
+        """Reads the circuits of ``keys`` in one script; None if Redis did not answer."""
 
-        async def trip() -> StoreReading:
-            pipe = self._client.pipeline(transaction=False)
-            for key in circuits:
-                pipe.hgetall(self._circuit_key(key))
-            if budgets:
-                pipe.mget(
-                    [self._requests_key(key, window) for key in budgets]
-                    + [self._tokens_key(key, window) for key in budgets]
-                )
-            replies = await pipe.execute()
-            found = {
-                key: {_text(name): _text(value) for name, value in reply.items()}
-                for key, reply in zip(circuits, replies, strict=False)
-                if reply
+        async def trip() -> Mapping[str, CircuitReading]:
+            seconds, micros, records, bad = await self._read_circuits_script(
+                keys=[self._circuit_key(key) for key in keys]
+            )
+            self._warn(bad)
+            now = _clock(seconds, micros)
+            return {
+                key: CircuitReading(_fields(record), now)
+                for key, record in zip(keys, records, strict=True)
+                if record
             }
-            counts = replies[len(circuits)] if budgets else []
-            spent = {
-                key: (_number(counts[index]), _number(counts[len(budgets) + index]))
-                for index, key in enumerate(budgets)
-            }
-            return StoreReading(found, spent)
 
         return await self._guard(trip)
 
-    async def change_circuit(self, key: str, change: CircuitChange) -> tuple[Mapping[str, str], bool] | None:
+    async def change_circuit(self, key: str, change: CircuitChange) -> tuple[CircuitReading, bool] | None:
         """Runs the circuit script on ``key``'s record; None if Redis did not answer."""
 
-        async def trip() -> tuple[Mapping[str, str], bool]:
-            record, granted = await self._circuit_script(
+        async def trip() -> tuple[CircuitReading, bool]:
+            record, granted, seconds, micros, bad = await self._circuit_script(
                 keys=[self._circuit_key(key)],
                 args=[
                     change.op,
-                    repr(change.now),
                     change.failure_threshold,
                     repr(change.cooldown),
                     repr(change.max_cooldown),
+                    repr(change.trial_timeout),
+                    change.permit,
                     change.error_class,
                     repr(change.wait),
+                    repr(change.age),
                 ],
             )
-            flat = [_text(item) for item in record]
-            return dict(zip(flat[::2], flat[1::2], strict=True)), bool(granted)
+            if bad:
+                self._warn([self._circuit_key(key)])
+            return CircuitReading(_fields(record), _clock(seconds, micros)), bool(granted)
 
         return await self._guard(trip)
 
-    def change_circuit_later(self, key: str, change: CircuitChange) -> None:
-        """Runs :meth:`change_circuit` in the background."""
-        self._later(self.change_circuit(key, change))
+    async def read_budgets(self, keys: Sequence[str], window: int) -> Mapping[str, BudgetReading] | None:
+        """Reads the counts of ``keys`` in ``window`` in one script; None if Redis did not answer."""
 
-    async def reserve(self, key: str, window: int, rpm: int | None, tpm: int | None) -> bool | None:
-        """Runs the reservation script on the window's counters; None if Redis did not answer."""
-
-        async def trip() -> bool:
-            reply = await self._reserve_script(
-                keys=[self._requests_key(key, window), self._tokens_key(key, window)],
-                args=[rpm or 0, tpm or 0, BUDGET_TTL_MS],
+        async def trip() -> Mapping[str, BudgetReading]:
+            counts, replicas, bad = await self._read_budgets_script(
+                keys=[self._requests_key(key, window) for key in keys]
+                + [self._tokens_key(key, window) for key in keys]
+                + [self._replicas_key(window), self._replicas_key(window - 1)]
             )
-            return bool(reply)
+            self._warn(bad)
+            return {
+                key: BudgetReading(int(counts[index]), int(counts[len(keys) + index]), int(replicas))
+                for index, key in enumerate(keys)
+            }
 
         return await self._guard(trip)
 
-    def spend_later(self, key: str, window: int, tokens: int) -> None:
-        """Adds ``tokens`` to the window's token counter in the background (one pipelined trip)."""
+    async def change_budget(self, key: str, change: BudgetChange) -> BudgetReading | None:
+        """Runs the budget script on the window's counters; None if Redis did not answer."""
+        window = change.window
 
-        async def trip() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.incrby(self._tokens_key(key, window), tokens)
-            pipe.pexpire(self._tokens_key(key, window), BUDGET_TTL_MS)
-            await pipe.execute()
+        async def trip() -> BudgetReading:
+            reserved, requests, tokens, replicas, bad = await self._budget_script(
+                keys=[
+                    self._requests_key(key, window),
+                    self._tokens_key(key, window),
+                    self._replicas_key(window),
+                    self._replicas_key(window - 1),
+                ],
+                args=[
+                    change.rpm or 0,
+                    change.tpm or 0,
+                    change.requests,
+                    change.tokens,
+                    change.owed_requests,
+                    change.owed_tokens,
+                    1 if change.reserve else 0,
+                    BUDGET_TTL_MS,
+                    self._replica,
+                ],
+            )
+            self._warn(bad)
+            return BudgetReading(int(requests), int(tokens), int(replicas), bool(reserved))
 
-        self._later(self._guard(trip))
+        return await self._guard(trip)
 
-    async def drain(self) -> None:
-        """Waits for the background writes started so far (for tests, benchmarks and shutdown)."""
-        while self._background:
-            await asyncio.gather(*self._background)
+    def background(self, work: Coroutine[Any, Any, object]) -> None:
+        """Runs ``work`` as a task the store keeps until it ends (see :meth:`drain`)."""
 
-    def _later(self, work: Awaitable[object]) -> None:
         async def run() -> None:
             await work
 
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Waits for the background writes started so far (for tests, benchmarks and shutdown)."""
+        while self._background:
+            await asyncio.gather(*self._background)
+
+    def _warn(self, keys: Sequence[object]) -> None:
+        """Warns once per key about a record this store cannot read (written by something else)."""
+        for key in map(_text, keys):
+            if key not in self._warned:
+                self._warned.add(key)
+                logger.warning(
+                    "Redis key %r holds a record routed_llm cannot read (another type, or not a number); "
+                    "it is ignored, and the next write replaces it. Keep other data out of the "
+                    "namespace %r.",
+                    key,
+                    self._namespace,
+                )
 
     async def _guard(self, trip: Callable[[], Awaitable[_T]]) -> _T | None:
         """Makes one trip within the timeout; on any failure notes the outage and returns None."""
@@ -295,13 +483,21 @@ class RedisStore:
     def _tokens_key(self, key: str, window: int) -> str:
         return f"{self._prefix}tokens:{key}:{window}"
 
+    def _replicas_key(self, window: int) -> str:
+        return f"{self._prefix}replicas:{window}"
+
+
+def _clock(seconds: object, micros: object) -> float:
+    return int(_text(seconds)) + int(_text(micros)) / 1_000_000
+
+
+def _fields(record: Sequence[object]) -> dict[str, str]:
+    flat = [_text(item) for item in record]
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _number(value: object) -> int:
-    return 0 if value is None else int(_text(value))
 
 
 def _seconds(name: str, value: object, *, allow_zero: bool) -> float:

@@ -44,6 +44,7 @@ from pydantic import BaseModel
 from routed_llm import observability
 from routed_llm.errors import (
     AttemptTimeout,
+    CircuitOpen,
     DeadlineExceeded,
     ResponseRejected,
     RoutingError,
@@ -55,7 +56,6 @@ from routed_llm.health import HealthTracker
 from routed_llm.limits import RateLimits
 from routed_llm.observability import FailoverEvent, FailoverHook, RouteEvent, RouteHook
 from routed_llm.rollback import RequestSnapshot
-from routed_llm.store import refresh
 
 __all__ = [
     "METADATA_KEY",
@@ -237,6 +237,12 @@ def is_available(key: str) -> bool:
     return False
 
 
+def _available(settings: RouterSettings, key: str) -> bool:
+    """Whether ``key`` is available by ``settings``' health tracker and rate budgets."""
+    health, limits = settings.health, settings.limits
+    return (health is None or health.is_available(key)) and (limits is None or limits.is_available(key))
+
+
 def soonest_available(keys: Iterable[str]) -> str | None:
     """Of ``keys``, the one whose cooldown ends soonest (the first, without a tracker)."""
     health = _health.get()
@@ -265,6 +271,7 @@ class RoutedCall:
         "_models",
         "_notes",
         "_pending",
+        "_refused",
         "_rejected",
         "_served",
         "_settings",
@@ -288,6 +295,7 @@ class RoutedCall:
         self._cancelling = task.cancelling() if task is not None else 0
         self._deadline_error: DeadlineExceeded | None = None
         self._pending: str | None = None  # The key whose attempt has no verdict yet.
+        self._refused: str | None = None  # The key about to be tried, if it is not available to this call.
         self._holding = False
         self._judge_error: Exception | None = None
         self._judge_notes: Mapping[str, Any] = _NO_NOTES  # What the accepting judge annotated.
@@ -390,7 +398,7 @@ class RoutedCall:
         self.raise_if_cancelled(error)
         settled = self._settle(error)
         if settled is not None:  # Shared before the router is asked, so every replica's next call sees it.
-            await self._settings.health._share_failure(settled, error)  # type: ignore[union-attr]
+            await self._settings.health._share_failure(settled, error, self._permit)  # type: ignore[union-attr]
         attempt = len(self._errors) + 1
         self._errors[key] = error
         observability.record_failure(key, error)
@@ -658,6 +666,11 @@ class RoutedCall:
         With ``settle``, an answer is the attempt's success; without, the
         caller gives the verdict.
         """
+        if self._refused == key and self._others_available(key):
+            close = getattr(waiting, "close", None)
+            if close is not None:
+                close()  # Never awaited: the attempt is not made.
+            raise CircuitOpen(key, self._settings.health.available_at(key))  # type: ignore[union-attr]
         if self._settings.limits is not None:
             try:
                 await self._settings.limits._reserve(key)
@@ -730,11 +743,24 @@ class RoutedCall:
         if key is None or health is None:
             return None
         if error is None:
-            health.release(key)  # Cancelled, cut by the deadline, or the call ended: no verdict.
-            health._share_release(key)
+            # Cancelled, cut by the deadline, or the call ended: no verdict.
+            health.release(key, self._permit)
+            health._share_release(key, self._permit)
         else:
-            health.record_failure(key, error, classify_error(error))
+            health.record_failure(key, error, classify_error(error), self._permit)
         return key
+
+    @property
+    def _permit(self) -> str:
+        """Names this call as the holder of a trial permit."""
+        return f"{id(self):x}"
+
+    def _others_available(self, key: str) -> bool:
+        """Whether a routed key other than ``key``, not failed in this call, is available now."""
+        return any(
+            other != key and other not in self._errors and _available(self._settings, other)
+            for other in self._candidates()
+        )
 
     def _first_response_limit(self, key: str) -> tuple[float | None, bool]:
         """The seconds ``key`` may take to its first response, and whether the deadline sets them."""
@@ -775,9 +801,8 @@ class RoutedCall:
         health = self._settings.health
         if health is not None:
             self._settle(None)
-            health.try_acquire(key)  # Takes the trial when half-open; the router's pick stands either way.
-            if health.store is not None:
-                await health._share_acquire(key)
+            # Takes the trial when half-open, here and in the store; an unavailable pick is refused later.
+            self._refused = None if await health._take(key, self._permit) else key
             self._pending = key
         if self._settings.on_route is not None:  # No event is built for nobody: this is the hot path.
             await observability.call_hook(
@@ -796,8 +821,14 @@ class RoutedCall:
         While the router runs, :func:`annotate_route` writes to this call.
         """
         health, limits = self._settings.health, self._settings.limits
-        if limits is not None or (health is not None and health.store is not None):
-            await refresh(health, limits, self._candidates())
+        if health is not None and health.store is not None:
+            if limits is not None and limits.store is not None:
+                candidates = self._candidates()
+                await asyncio.gather(health.refresh(candidates), limits.refresh(candidates))
+            else:
+                await health.refresh(self._candidates())
+        elif limits is not None and limits.store is not None:
+            await limits.refresh(self._candidates())
         token = _notes.set(self._notes)
         health_token = _health.set(health)
         limits_token = _limits.set(limits)

@@ -4,28 +4,37 @@ A :class:`~routed_llm.HealthTracker` and :class:`~routed_llm.RateLimits`
 always keep their own state in the process: that is all a single process
 needs, with nothing to set up. Given a ``store`` (a
 :class:`~routed_llm.redis.RedisStore`), every process sharing the store's
-namespace sees the same circuits and budgets: each routed call reads them
-before the router decides, and the store applies every change atomically.
-The process's own state is then a copy of the shared one, and what the
-process falls back on when the store cannot answer.
+namespace sees the same circuits and budgets: each tracker reads its own
+records before the router decides, and the store applies every change
+atomically. The process's own state is then a copy of the shared one, and
+what the process falls back on when the store cannot answer; each tracker
+reconciles what it missed when the store answers again.
 
-:class:`Store` is what a backend provides. Its methods never raise: a store
-that cannot answer in time returns None (or drops a write) and the caller
-goes on with its local state.
+:class:`Store` is what a backend provides; it knows nothing of the trackers.
+Its methods never raise: a store that cannot answer in time returns None and
+the caller goes on with its local state. Times in the store are the store's
+own clock, so replicas whose clocks disagree still agree on every cooldown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
-if TYPE_CHECKING:
-    from routed_llm.health import HealthTracker
-    from routed_llm.limits import RateLimits
-
-__all__ = ["CircuitChange", "CircuitOp", "Store", "StoreReading", "check_key", "check_namespace"]
+__all__ = [
+    "BudgetChange",
+    "BudgetReading",
+    "CircuitChange",
+    "CircuitOp",
+    "CircuitReading",
+    "SharedReads",
+    "Store",
+    "check_key",
+    "check_namespace",
+]
 
 CircuitOp: TypeAlias = Literal["acquire", "release", "succeed", "fail"]
 """A change to a circuit: take the half-open trial, give it back, a success, a failure."""
@@ -36,81 +45,151 @@ class CircuitChange:
     """One change to a key's shared circuit, with the rules to apply it by.
 
     The store runs the :class:`~routed_llm.HealthTracker`'s state machine on
-    the stored record atomically: first the clock (a cooldown ends, a trial
-    permit lapses), then ``op``.
+    the stored record atomically, on its own clock: first the clock (a
+    cooldown ends, a trial permit lapses), then ``op``.
 
     Attributes:
         op: What happened.
-        now: Seconds since the epoch: replicas share the wall clock, not a
-            monotonic one.
         failure_threshold: Consecutive transient failures that open the circuit.
         cooldown: Seconds the circuit first stays open.
-        max_cooldown: The cap on a cooldown, and the lifetime of a trial permit.
+        max_cooldown: The cap on a cooldown.
+        trial_timeout: Seconds a trial permit lives if it is never given back.
+        permit: For ``"acquire"`` and ``"release"``: who takes or gives back
+            the trial permit; only its holder can give it back.
         error_class: For ``"fail"``: ``"transient"``, ``"provider"`` or ``"request"``.
         wait: For ``"fail"``: seconds the error asked to wait; 0 if it did not say.
+        age: Seconds since it happened: above 0 for a change the store missed
+            and is told late. A late change is dropped if the record changed
+            after it happened: newer knowledge wins.
     """
 
     op: CircuitOp
-    now: float
     failure_threshold: int
     cooldown: float
     max_cooldown: float
+    trial_timeout: float
+    permit: str = ""
     error_class: str = ""
     wait: float = 0.0
+    age: float = 0.0
 
 
 @dataclass(frozen=True)
-class StoreReading:
-    """What one read of the store returned.
+class CircuitReading:
+    """A key's circuit record as stored, and the store's clock when it was read.
 
     Attributes:
-        circuits: Each asked key's circuit record, as stored (field name to
-            text); a key that is closed with no failures is left out.
-        budgets: For each asked key, the requests and tokens counted in the
-            asked window.
+        fields: Field name to text; empty when the circuit is closed with no failures.
+        now: The store's clock, in seconds, when it was read: times in
+            ``fields`` are on this clock.
     """
 
-    circuits: Mapping[str, Mapping[str, str]]
-    budgets: Mapping[str, tuple[int, int]]
+    fields: Mapping[str, str]
+    now: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetChange:
+    """One request to reserve in a key's window, with what the caller knows of the window.
+
+    Attributes:
+        window: The window (whole minutes of the wall clock).
+        rpm: The request limit, or None.
+        tpm: The token limit, or None.
+        requests: The requests the caller knows were counted in the window;
+            the store's count is raised to it first (a restarted store
+            forgets), so a count never goes backwards.
+        tokens: The same, for tokens.
+        owed_requests: Requests the caller admitted while the store did not
+            answer, added to the count first.
+        owed_tokens: Tokens it spent while the store did not answer.
+        reserve: Whether to reserve one request (False: only bring the
+            counts up to date).
+    """
+
+    window: int
+    rpm: int | None
+    tpm: int | None
+    requests: int = 0
+    tokens: int = 0
+    owed_requests: int = 0
+    owed_tokens: int = 0
+    reserve: bool = True
+
+
+@dataclass(frozen=True)
+class BudgetReading:
+    """A key's counts in one window, after a read or a change.
+
+    Attributes:
+        requests: Requests counted.
+        tokens: Tokens counted.
+        replicas: Replicas (processes) that reserved in this window or the last;
+            0 if none did.
+        reserved: For a change that reserves: whether the request was counted.
+    """
+
+    requests: int
+    tokens: int
+    replicas: int = 0
+    reserved: bool = False
 
 
 class Store(Protocol):
     """A shared store of circuits and rate budgets (see :class:`~routed_llm.redis.RedisStore`).
 
     No method raises: when the store cannot answer within its time limit,
-    reads and changes return None and writes are dropped, so the caller goes
-    on with its local state.
+    reads and changes return None, so the caller goes on with its local state.
     """
 
     def check_key(self, key: str) -> None:
         """Raises ValueError if ``key`` cannot name a record in this store."""
 
-    async def read(self, circuits: Sequence[str], budgets: Sequence[str], window: int) -> StoreReading | None:
-        """Reads the circuits of ``circuits`` and the budgets of ``budgets`` in ``window``, in one trip."""
+    async def read_circuits(self, keys: Sequence[str]) -> Mapping[str, CircuitReading] | None:
+        """Reads the circuits of ``keys`` in one trip (a key closed and clean may be left out)."""
 
-    async def change_circuit(self, key: str, change: CircuitChange) -> tuple[Mapping[str, str], bool] | None:
+    async def change_circuit(self, key: str, change: CircuitChange) -> tuple[CircuitReading, bool] | None:
         """Applies ``change`` to ``key``'s circuit atomically.
 
         Returns:
-            The record after the change (empty when closed with no failures),
-            and whether an ``"acquire"`` took the trial permit; None if the
-            store did not answer.
+            The record after the change, and whether an ``"acquire"`` took the
+            trial permit; None if the store did not answer.
         """
 
-    def change_circuit_later(self, key: str, change: CircuitChange) -> None:
-        """Applies ``change`` in the background; the caller does not wait."""
+    async def read_budgets(self, keys: Sequence[str], window: int) -> Mapping[str, BudgetReading] | None:
+        """Reads the counts of ``keys`` in ``window``, in one trip."""
 
-    async def reserve(self, key: str, window: int, rpm: int | None, tpm: int | None) -> bool | None:
-        """Counts one request for ``key`` in ``window`` atomically, if its budget allows.
+    async def change_budget(self, key: str, change: BudgetChange) -> BudgetReading | None:
+        """Raises ``key``'s counts to what ``change`` knows, then reserves a request if the limits allow."""
 
-        Returns:
-            True if reserved; False if the window's requests reached ``rpm``
-            or its tokens reached ``tpm`` (nothing counted); None if the store
-            did not answer.
-        """
+    def background(self, work: Coroutine[Any, Any, object]) -> None:
+        """Runs ``work`` without the caller waiting; ``drain`` waits for it."""
 
-    def spend_later(self, key: str, window: int, tokens: int) -> None:
-        """Adds ``tokens`` to ``key``'s count in ``window``, in the background."""
+
+class SharedReads:
+    """One read at a time per event loop and set of keys: calls that ask meanwhile share its result.
+
+    A burst of calls then costs the store one read, not one each; a call that
+    joins a read already out sees what the store held when that read began.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[int, tuple[str, ...]], asyncio.Future[None]] = {}
+
+    async def run(self, keys: tuple[str, ...], read: Callable[[tuple[str, ...]], Awaitable[None]]) -> None:
+        """Runs ``read(keys)``, or waits for the read of ``keys`` already running in this event loop."""
+        loop = asyncio.get_running_loop()
+        slot = (id(loop), keys)
+        running = self._running.get(slot)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        self._running[slot] = done = loop.create_future()
+        try:
+            await read(keys)
+        finally:
+            del self._running[slot]
+            done.set_result(None)
 
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -150,30 +229,3 @@ def check_key(key: object) -> str:
             "a letter or digit. Rename the key in RoutedLlm(models=...) and in the limits."
         )
     return key
-
-
-async def refresh(health: HealthTracker | None, limits: RateLimits | None, keys: Iterable[str]) -> None:
-    """Brings the local copies of shared circuits and budgets up to date for ``keys``.
-
-    One read per store: when health and limits share a store, it is one
-    pipelined round trip for both. Local state is kept when a store does not
-    answer.
-    """
-    health_store = health.store if health is not None else None
-    limits_store = limits.store if limits is not None else None
-    keys = tuple(keys)
-    budget_keys = limits._limited(keys) if limits is not None and limits_store is not None else ()
-    window = limits._window() if limits is not None else 0
-    if health is not None and health_store is not None:
-        shared = health_store is limits_store
-        reading = await health_store.read(keys, budget_keys if shared else (), window)
-        if reading is not None:
-            health._absorb(keys, reading.circuits)
-            if shared and limits is not None:
-                limits._absorb(window, reading.budgets)
-        if shared:
-            return
-    if limits is not None and limits_store is not None and budget_keys:
-        reading = await limits_store.read((), budget_keys, window)
-        if reading is not None:
-            limits._absorb(window, reading.budgets)

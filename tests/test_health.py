@@ -217,6 +217,13 @@ def test_retry_after_reads_fractional_seconds():
     assert retry_after(httpx_429({"Retry-After": "1.5"})) == 1.5
 
 
+def test_retry_after_reads_a_duplicated_header_as_one_value():
+    request = httpx.Request("POST", "http://127.0.0.1/v1")
+    response = httpx.Response(429, headers=[("Retry-After", "5"), ("Retry-After", "5")], request=request)
+
+    assert retry_after(httpx.HTTPStatusError("429", request=request, response=response)) == 5.0
+
+
 def test_retry_after_measures_an_http_date_against_the_wall_clock():
     error = httpx_429({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
     wall_clock = FakeClock(now=1445412480.0 - 45.0)  # 45 s before that date.
@@ -398,14 +405,51 @@ def test_release_without_a_trial_in_flight_changes_nothing(health):
     assert health.state("primary") == "closed"
 
 
-def test_trial_permit_never_given_back_lapses_after_max_cooldown(health, clock):
+def test_trial_permit_never_given_back_lapses_after_the_trial_timeout(health, clock):
     half_open_circuit(health, clock)
-    health.try_acquire("primary")
+    health.try_acquire("primary", permit="lost with a crashed call")
 
-    clock.advance(599.0)
-    assert health.try_acquire("primary") is False
+    clock.advance(59.0)
+    assert health.try_acquire("primary", permit="next") is False
     clock.advance(1.0)
-    assert health.try_acquire("primary") is True
+    assert health.try_acquire("primary", permit="next") is True
+
+
+def test_trial_timeout_sets_when_a_lost_permit_lapses(clock):
+    health = HealthTracker(failure_threshold=1, cooldown=30.0, trial_timeout=5.0, clock=clock)
+    health.record_failure("primary", outage(), "transient")
+    clock.advance(30.0)
+    health.try_acquire("primary", permit="lost")
+
+    clock.advance(5.0)
+
+    assert health.try_acquire("primary", permit="next") is True
+
+
+@pytest.mark.parametrize("trial_timeout", [0, -1.0, float("inf"), float("nan")])
+def test_a_trial_timeout_that_is_not_a_positive_number_of_seconds_is_refused(trial_timeout):
+    with pytest.raises(ValueError, match="trial_timeout"):
+        HealthTracker(trial_timeout=trial_timeout)
+
+
+def test_only_the_holder_of_the_trial_permit_gives_it_back(health, clock):
+    half_open_circuit(health, clock)
+    health.try_acquire("primary", permit="holder")
+
+    health.release("primary", permit="another call")
+    after_another = health.is_available("primary")
+    health.release("primary", permit="holder")
+
+    assert (after_another, health.is_available("primary")) == (False, True)
+
+
+def test_a_request_error_of_another_call_leaves_the_trial_permit_with_its_holder(health, clock):
+    half_open_circuit(health, clock)
+    health.try_acquire("primary", permit="holder")
+
+    health.record_failure("primary", PermissionError("refused"), "request", permit="another call")
+
+    assert health.is_available("primary") is False
 
 
 # Choosing when every key is out.

@@ -40,7 +40,7 @@ from routed_llm.testing import ScriptedLlm
 from tests import replica_worker
 from tests.conftest import collect, in_order, make_request, run_agent, texts
 from tests.fake_servers import ClosedPort
-from tests.redis_server import RedisServer, SilentServer
+from tests.redis_server import RedisServer, SilentServer, end_cooldown
 
 ClientFactory = Callable[..., redis.asyncio.Redis]
 
@@ -147,7 +147,7 @@ async def test_the_half_open_trial_goes_to_one_replica_at_a_time(clients, namesp
     opener = replica(store(clients, namespace), clock, dead())
     await ask(opener)
     await ask(opener)  # Open for 30 s.
-    clock.now += 31.0  # Half-open: one trial may go.
+    await end_cooldown(clients(), namespace, "primary")  # Half-open: one trial may go.
     trial_primary = Held(model="p", started=asyncio.Event(), release=asyncio.Event(), text="recovered")
     trial = replica(store(clients, namespace), clock, trial_primary)
     other_primary = answering("recovered")
@@ -168,7 +168,7 @@ async def test_a_success_on_one_replica_closes_the_circuit_for_all(clients, name
     opener = replica(store(clients, namespace), clock, dead())
     await ask(opener)
     await ask(opener)
-    clock.now += 31.0
+    await end_cooldown(clients(), namespace, "primary")
     healer_store = store(clients, namespace)
     healer = replica(healer_store, clock, answering("recovered"))
 
@@ -357,7 +357,7 @@ async def test_calls_succeed_on_local_tracking_when_redis_is_unreachable(clients
     clock = Clock()
     unreachable = RedisStore(clients(f"redis://127.0.0.1:{ClosedPort().port}/0"), namespace=namespace)
     primary = dead()
-    llm = replica(unreachable, clock, primary, limits={"backup": Limit(rpm=100)})
+    llm = replica(unreachable, clock, primary)
 
     with caplog.at_level(logging.WARNING, logger="routed_llm.redis"):
         answers = [await ask(llm) for _ in range(4)]
@@ -371,7 +371,7 @@ async def test_a_stalling_redis_does_not_hold_calls_beyond_the_store_timeout(cli
     silent = SilentServer()
     try:
         stalled = RedisStore(clients(f"redis://127.0.0.1:{silent.port}/0"), namespace=namespace, timeout=0.01)
-        llm = replica(stalled, Clock(), answering("primary"), limits={"primary": Limit(rpm=100)})
+        llm = replica(stalled, Clock(), answering("primary"))
 
         # Without the store's timeout, this call would wait for Redis forever.
         answer = await ask(llm)
@@ -424,14 +424,13 @@ async def test_nothing_from_a_request_is_written_and_every_record_expires(client
     await ask(llm, "my card is 4111 1111 1111 1111")
     reader = clients()
     keys = sorted([key.decode() async for key in reader.scan_iter(f"routed_llm:{{{namespace}}}:*")])
-    values = [
-        str(await reader.hgetall(key)) if key.endswith(":primary") else str(await reader.get(key))
-        for key in keys
-    ]
+    read = {"hash": reader.hgetall, "set": reader.smembers, "string": reader.get}
+    values = [str(await read[(await reader.type(key)).decode()](key)) for key in keys]
     ttls = [await reader.pttl(key) for key in keys]
 
     assert keys == [
         f"routed_llm:{{{namespace}}}:circuit:primary",
+        f"routed_llm:{{{namespace}}}:replicas:{int(clock.now // 60)}",  # Random process ids.
         f"routed_llm:{{{namespace}}}:requests:backup:{int(clock.now // 60)}",
     ]
     assert not any("4111" in value or "card" in value for value in values)
