@@ -23,6 +23,7 @@ __all__ = [
     "BudgetExhausted",
     "DeadlineExceeded",
     "ErrorClass",
+    "NoResponse",
     "PermanentModelError",
     "ResponseRejected",
     "RoutingError",
@@ -188,6 +189,31 @@ class BudgetExhausted(TransientModelError):
 
     def __reduce__(self) -> tuple[type[BudgetExhausted], tuple[str, float]]:
         return type(self), (self.key, self.resets_in)
+
+
+class NoResponse(TransientModelError):
+    """A model ended its answer without a single response.
+
+    ADK's ``Gemini`` does this when a stream closes before its first chunk.
+    Nothing was output, so it is a failure before output: it goes to the
+    router as ``last_error``, and being a :class:`TransientModelError`, every
+    strategy fails over on it. It counts against the key's health.
+
+    Attributes:
+        key: The key whose model answered nothing.
+    """
+
+    def __init__(self, key: str) -> None:
+        """Creates the error.
+
+        Args:
+            key: The key whose model answered nothing.
+        """
+        super().__init__(f"Model key {key!r} ended its answer without a single response.")
+        self.key = key
+
+    def __reduce__(self) -> tuple[type[NoResponse], tuple[str]]:
+        return type(self), (self.key,)
 
 
 class StreamStalled(TimeoutError):

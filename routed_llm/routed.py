@@ -17,6 +17,7 @@ from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
 from routed_llm import observability
+from routed_llm.errors import NoResponse
 from routed_llm.health import HealthTracker
 from routed_llm.limits import RateLimits
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
@@ -230,8 +231,10 @@ class RoutedLlm(BaseLlm):
                             key, call.delegate(key).generate_content_async(llm_request, stream)
                         )
                         response = await call.first_response(key, responses)
+                        if response is None:
+                            raise NoResponse(key)
                         held = None
-                        if call.holding and response is not None:  # A judged answer or an error response.
+                        if call.holding:  # A judged answer or an error response.
                             held = await call.held_output(key, response, responses)
                     except Exception as error:
                         if error is call.judge_error:
@@ -251,8 +254,6 @@ class RoutedLlm(BaseLlm):
                             raise error
                         for response in rejected:
                             yield response
-                        return
-                    if response is None:
                         return
                     route = call.route_metadata(key)
                     observability.record_served(route)
