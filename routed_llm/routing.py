@@ -681,7 +681,9 @@ class RoutedCall:
     def _rejections(self) -> dict[str, str]:
         """Why each rejected answer of the call was rejected, by key."""
         return {
-            failed: error.reason for failed, error in self._errors.items() if isinstance(error, ResponseRejected)
+            failed: error.reason
+            for failed, error in self._errors.items()
+            if isinstance(error, ResponseRejected)
         }
 
     def name_of(self, key: str) -> str:

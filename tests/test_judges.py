@@ -602,7 +602,10 @@ async def test_an_attempt_ending_without_a_response_fails_over_with_no_response(
 
 async def test_an_unsure_answer_is_output_when_the_next_model_answers_nothing():
     llm = RoutedLlm(
-        models={"device": ScriptedLlm(model="device", script=[answer("a guess")]), "cloud": Silent(model="c")},
+        models={
+            "device": ScriptedLlm(model="device", script=[answer("a guess")]),
+            "cloud": Silent(model="c"),
+        },
         router=FallbackStrategy(["device", "cloud"]),
         accept={"device": lambda key, response: "unsure"},
     )
