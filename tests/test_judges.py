@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from typing import Literal
 
 import pytest
@@ -391,12 +392,15 @@ class Announced(asyncio.Event):
         return await super().wait()
 
 
-def never_decides(cancelled: list[str]):
-    """An async judge (an LLM-as-judge, say) that waits on an event nobody sets."""
+def never_decides(cancelled: list[str], never: asyncio.Event | None = None):
+    """An async judge (an LLM-as-judge, say) that waits on ``never``, an event nobody sets.
+
+    It records in ``cancelled`` each key whose judging was cancelled.
+    """
 
     async def judge(key, response):
         try:
-            await asyncio.Event().wait()
+            await (never or asyncio.Event()).wait()
         except asyncio.CancelledError:
             cancelled.append(key)
             raise
@@ -506,14 +510,10 @@ async def test_a_call_cancelled_while_its_answer_is_held_leaves_the_request_as_p
 
 async def test_a_call_cancelled_while_its_answer_is_judged_leaves_the_request_as_passed_in():
     never = Announced()
-
-    async def judge(key, response):
-        return await never.wait()
-
     llm = RoutedLlm(
         models={"device": Edits(model="device", script=["from device"])},
         router=FallbackStrategy(["device"]),
-        accept=judge,
+        accept=never_decides([], never),
     )
     request = make_request("question")
     before = as_passed(request)
@@ -655,3 +655,50 @@ async def test_a_refusal_after_an_unsure_answer_is_output_as_it_is():
         "attempts": 2,
         "rejected": "the model answered with the error SAFETY",
     }
+
+
+async def test_a_refusal_before_an_unsure_answer_is_output_rather_than_it():
+    refusal = LlmResponse(error_code="SAFETY", finish_reason=types.FinishReason.SAFETY)
+    llm = device_then_cloud(
+        [answer("a guess")],
+        lambda key, response: "unsure",
+        cloud_script=[refusal],
+        router=in_order(["cloud", "device"]),
+    )
+
+    responses = await ask(llm)
+
+    assert (responses[0].error_code, route(responses[0])["key"]) == ("SAFETY", "cloud")
+
+
+async def test_the_record_of_an_answer_after_a_rejection_says_why_the_rejected_answer_was_rejected():
+    llm = device_then_cloud([answer("a guess")], lambda key, response: "unsure")
+
+    responses = await ask(llm)
+
+    assert route(responses[0])["rejections"] == {"device": "unsure"}
+
+
+async def test_a_call_cancelled_while_its_answer_is_judged_cancels_the_judge():
+    never, cancelled = Announced(), []
+    llm = device_then_cloud(["from device"], never_decides(cancelled, never))
+    task = asyncio.create_task(ask(llm))
+    await never.waited.wait()
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (cancelled, llm.models["cloud"].calls) == (["device"], [])
+
+
+async def test_a_plain_judge_running_past_the_deadline_is_not_interrupted_and_its_verdict_stands():
+    def slow_judge(key, response):
+        time.sleep(2 * TINY)  # The fault itself: a judge that blocks the event loop past the deadline.
+        return True
+
+    llm = device_then_cloud(["from device"], slow_judge, deadline=TINY)
+
+    responses = await ask(llm)
+
+    assert texts(responses) == ["from device"]
