@@ -243,15 +243,16 @@ class StreamStalled(TimeoutError):
 
 
 class DeadlineExceeded(TimeoutError):
-    """The call's ``deadline`` ran out before any model answered.
+    """The call's ``deadline`` ran out before any output.
 
     Chained (``__cause__``) to the last model error, if a model failed
     before the budget ran out. The router is not asked again.
 
     Attributes:
         deadline: The call's whole budget, in seconds.
-        key: The key whose attempt was running when the budget ran out, or
-            None if it ran out between attempts.
+        key: The key whose attempt was running when the budget ran out (its
+            first response awaited, or its answer held or judged), or None
+            if it ran out between attempts.
     """
 
     def __init__(self, deadline: float, *, key: str | None) -> None:
@@ -262,7 +263,7 @@ class DeadlineExceeded(TimeoutError):
             key: The key being tried when it ran out, if any.
         """
         where = f" while model key {key!r} was being tried" if key is not None else ""
-        super().__init__(f"The call's deadline of {deadline:g} s ran out{where}, before any answer.")
+        super().__init__(f"The call's deadline of {deadline:g} s ran out{where}, before any output.")
         self.deadline = deadline
         self.key = key
 

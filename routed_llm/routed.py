@@ -245,11 +245,11 @@ class RoutedLlm(BaseLlm):
                     except Exception as error:
                         if error is call.judge_error:
                             raise
+                        if responses is not None:
+                            # Releases what the failed attempt holds before the
+                            # router is asked again, or a rejected answer is output.
+                            await responses.aclose()
                         if error is not call.deadline_error:
-                            if responses is not None:
-                                # Releases what the failed attempt holds before
-                                # the router is asked again.
-                                await responses.aclose()
                             try:
                                 key = await call.fail_over(key, error)
                                 continue

@@ -440,6 +440,12 @@ class RoutedCall:
     async def first_response(self, key: str, responses: AsyncIterator[_R]) -> _R | None:
         """Waits for the first response of ``key``'s model, within the time limits.
 
+        An agent's first event is output as it comes, and an agent's run
+        that ended without any stands. A model's judged answer or error
+        response is held (see :attr:`holding`), and a model that ended
+        without any response gets no verdict here: the call fails over with
+        :class:`~routed_llm.NoResponse`.
+
         Returns:
             The first response, or None if the model ended without any.
 
@@ -451,13 +457,12 @@ class RoutedCall:
             Exception: Whatever the model raised.
         """
         response = await self._first(key, anext(responses, None), settle=False)
-        if response is None:
-            return None  # No verdict here: a model call fails over (NoResponse), an agent's ends.
-        # A model's judged answer or error response is held, and gets its verdict then; an
-        # agent's events are output as they come.
-        self._holding = self._settings.label == "model" and (
-            key in self._settings.accept or (response.error_code is not None and is_error_response(response))
-        )
+        if self._settings.label == "model":
+            if response is None:
+                return None
+            self._holding = key in self._settings.accept or (
+                response.error_code is not None and is_error_response(response)
+            )
         if not self._holding:
             self._served = True
             self._succeed(key)
@@ -759,6 +764,8 @@ class RoutedCall:
 
         Raises:
             TypeError: If the judge returns anything but a bool or a string.
+            asyncio.CancelledError: If the call is being cancelled, chained
+                to what the judge raised on its way out.
             Exception: Whatever the judge raised; kept as :attr:`judge_error`.
         """
         token = _notes.set(notes)
@@ -772,6 +779,7 @@ class RoutedCall:
                     "returns True to accept, or False or a reason string to reject."
                 )
         except Exception as error:
+            self.raise_if_cancelled(error)  # A judge may report its cancellation as an error.
             self._judge_error = error
             raise
         finally:

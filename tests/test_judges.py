@@ -702,3 +702,48 @@ async def test_a_plain_judge_running_past_the_deadline_is_not_interrupted_and_it
     responses = await ask(llm)
 
     assert texts(responses) == ["from device"]
+
+
+async def test_a_cancelled_call_raises_cancelled_error_though_its_judge_reports_it_as_an_error():
+    never = Announced()
+
+    async def judge(key, response):
+        try:
+            return await never.wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("the judge's connection was aborted") from None
+
+    llm = device_then_cloud(["from device"], judge)
+    task = asyncio.create_task(ask(llm))
+    await never.waited.wait()
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError) as raised:
+        await task
+    assert isinstance(raised.value.__cause__, ConnectionError)
+
+
+async def test_the_deadline_cuts_a_judge_that_reports_its_cancellation_as_an_error():
+    async def judge(key, response):
+        try:
+            return await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("the judge's connection was aborted") from None
+
+    llm = device_then_cloud(["from device"], judge, deadline=TINY)
+
+    with pytest.raises(DeadlineExceeded):
+        await ask(llm)
+
+
+async def test_the_deadline_cuts_a_held_stream_that_reports_its_cancellation_as_an_error():
+    llm = RoutedLlm(
+        models={"device": Hanging(model="device", before=1, report_cancel_as=ConnectionError)},
+        router=FallbackStrategy(["device"]),
+        accept=lambda key, response: True,
+        deadline=TINY,
+    )
+
+    with pytest.raises(DeadlineExceeded):
+        await ask(llm, stream=True)
