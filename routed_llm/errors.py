@@ -24,6 +24,7 @@ __all__ = [
     "CircuitOpen",
     "DeadlineExceeded",
     "ErrorClass",
+    "NoResponse",
     "PermanentModelError",
     "ResponseRejected",
     "RoutingError",
@@ -224,6 +225,31 @@ class CircuitOpen(TransientModelError):
         return type(self), (self.key, self.retry_at)
 
 
+class NoResponse(TransientModelError):
+    """A model ended its answer without a single response.
+
+    ADK's ``Gemini`` does this when a stream closes before its first chunk.
+    Nothing was output, so it is a failure before output: it goes to the
+    router as ``last_error``, and being a :class:`TransientModelError`, every
+    strategy fails over on it. It counts against the key's health.
+
+    Attributes:
+        key: The key whose model answered nothing.
+    """
+
+    def __init__(self, key: str) -> None:
+        """Creates the error.
+
+        Args:
+            key: The key whose model answered nothing.
+        """
+        super().__init__(f"Model key {key!r} ended its answer without a single response.")
+        self.key = key
+
+    def __reduce__(self) -> tuple[type[NoResponse], tuple[str]]:
+        return type(self), (self.key,)
+
+
 class StreamStalled(TimeoutError):
     """A model that had begun answering went silent for ``idle_timeout``.
 
@@ -251,15 +277,16 @@ class StreamStalled(TimeoutError):
 
 
 class DeadlineExceeded(TimeoutError):
-    """The call's ``deadline`` ran out before any model answered.
+    """The call's ``deadline`` ran out before any output.
 
     Chained (``__cause__``) to the last model error, if a model failed
     before the budget ran out. The router is not asked again.
 
     Attributes:
         deadline: The call's whole budget, in seconds.
-        key: The key whose attempt was running when the budget ran out, or
-            None if it ran out between attempts.
+        key: The key whose attempt was running when the budget ran out (its
+            first response awaited, or its answer held or judged), or None
+            if it ran out between attempts.
     """
 
     def __init__(self, deadline: float, *, key: str | None) -> None:
@@ -270,7 +297,7 @@ class DeadlineExceeded(TimeoutError):
             key: The key being tried when it ran out, if any.
         """
         where = f" while model key {key!r} was being tried" if key is not None else ""
-        super().__init__(f"The call's deadline of {deadline:g} s ran out{where}, before any answer.")
+        super().__init__(f"The call's deadline of {deadline:g} s ran out{where}, before any output.")
         self.deadline = deadline
         self.key = key
 

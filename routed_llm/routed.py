@@ -17,6 +17,7 @@ from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
 from routed_llm import observability
+from routed_llm.errors import NoResponse
 from routed_llm.health import HealthTracker
 from routed_llm.limits import RateLimits
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
@@ -80,10 +81,11 @@ class RoutedLlm(BaseLlm):
         idle_timeout: Once a model began answering, the longest wait between
             two of its responses. When it expires the stream is closed and
             :class:`~routed_llm.StreamStalled` is raised; no failover.
-        deadline: The whole call's budget for a first response, every attempt
-            together; each attempt's wait is capped by what remains. When it
-            runs out, :class:`~routed_llm.DeadlineExceeded` is raised and the
-            router is not asked again.
+        deadline: The whole call's budget for its first output, every attempt
+            together; each attempt's wait, and holding and judging a judged
+            answer, are capped by what remains. When it runs out,
+            :class:`~routed_llm.DeadlineExceeded` is raised (or an answer
+            rejected earlier is output) and the router is not asked again.
         health: A :class:`~routed_llm.HealthTracker` told of every attempt:
             a first response is a success, a transient or provider failure
             counts against the key. Strategies skip keys it says are
@@ -100,8 +102,9 @@ class RoutedLlm(BaseLlm):
             judged: accepted, it is output in order; rejected, the router
             gets a :class:`~routed_llm.ResponseRejected`, transient, so every
             strategy fails over. If no other model serves, the rejected
-            answer is output after all, marked ``rejected``. A rejection is
-            no verdict on the key's health. Live connections are not judged.
+            answer is output after all, marked ``rejected`` (a refusal
+            outranks an answer a judge rejected). A rejection is no verdict
+            on the key's health. Live connections are not judged.
 
     Raises:
         ValueError: If ``models`` is empty, names a model twice, or has a
@@ -212,6 +215,10 @@ class RoutedLlm(BaseLlm):
 
         Raises:
             RoutingError: If the router picks no key or an unknown one.
+            DeadlineExceeded: If the deadline ran out before any output,
+                holding and judging included, and no answer was rejected.
+            NoResponse: If the last model tried answered nothing and no
+                answer was rejected.
             asyncio.CancelledError: If the call is cancelled (a model that
                 reports the cancellation as another error is not failed over).
             Exception: The last model error, unchanged, when the router stops
@@ -230,17 +237,19 @@ class RoutedLlm(BaseLlm):
                             key, call.delegate(key).generate_content_async(llm_request, stream)
                         )
                         response = await call.first_response(key, responses)
+                        if response is None:
+                            raise NoResponse(key)
                         held = None
-                        if call.holding and response is not None:  # A judged answer or an error response.
+                        if call.holding:  # A judged answer or an error response.
                             held = await call.held_output(key, response, responses)
                     except Exception as error:
                         if error is call.judge_error:
                             raise
+                        if responses is not None:
+                            # Releases what the failed attempt holds before the
+                            # router is asked again, or a rejected answer is output.
+                            await responses.aclose()
                         if error is not call.deadline_error:
-                            if responses is not None:
-                                # Releases what the failed attempt holds before
-                                # the router is asked again.
-                                await responses.aclose()
                             try:
                                 key = await call.fail_over(key, error)
                                 continue
@@ -251,8 +260,6 @@ class RoutedLlm(BaseLlm):
                             raise error
                         for response in rejected:
                             yield response
-                        return
-                    if response is None:
                         return
                     route = call.route_metadata(key)
                     observability.record_served(route)

@@ -126,7 +126,18 @@ record with :func:`annotate_route`. See ``RoutedLlm(accept=...)``.
 """
 
 _RESERVED_NOTES = frozenset(
-    {"key", "model", "agent", "router", "failed_keys", "errors", "attempts", "inner", "rejected"}
+    {
+        "key",
+        "model",
+        "agent",
+        "router",
+        "failed_keys",
+        "errors",
+        "rejections",
+        "attempts",
+        "inner",
+        "rejected",
+    }
 )
 _notes: ContextVar[dict[str, Any] | None] = ContextVar("routed_llm_route_notes", default=None)
 
@@ -437,6 +448,12 @@ class RoutedCall:
     async def first_response(self, key: str, responses: AsyncIterator[_R]) -> _R | None:
         """Waits for the first response of ``key``'s model, within the time limits.
 
+        An agent's first event is output as it comes, and an agent's run
+        that ended without any stands. A model's judged answer or error
+        response is held (see :attr:`holding`), and a model that ended
+        without any response gets no verdict here: the call fails over with
+        :class:`~routed_llm.NoResponse`.
+
         Returns:
             The first response, or None if the model ended without any.
 
@@ -448,11 +465,14 @@ class RoutedCall:
             Exception: Whatever the model raised.
         """
         response = await self._first(key, anext(responses, None), settle=False)
-        # A judged answer or an error response is held, and gets its verdict then.
-        self._holding = response is not None and (
-            key in self._settings.accept or (response.error_code is not None and is_error_response(response))
-        )
+        if self._settings.label == "model":
+            if response is None:
+                return None
+            self._holding = key in self._settings.accept or (
+                response.error_code is not None and is_error_response(response)
+            )
         if not self._holding:
+            self._served = True
             self._succeed(key)
         return response
 
@@ -467,7 +487,9 @@ class RoutedCall:
         """Holds back the rest of an answer to be judged before any of it is output.
 
         Called when :attr:`holding` says so: for a judged key's answer, or
-        an error response. Any other answer streams as it arrives.
+        an error response. Any other answer streams as it arrives. Holding
+        and judging count against the call's deadline: when it runs out,
+        the held stream is closed and the judge cancelled.
 
         Args:
             key: The key that answered.
@@ -481,10 +503,26 @@ class RoutedCall:
             ResponseRejected: The answer is an error response, or the key's
                 judge rejected it; the held output is kept for
                 :meth:`rejected_output`.
+            DeadlineExceeded: The call's deadline ran out while the answer
+                was held or judged.
             Exception: Whatever the model raised while its answer was held
                 (nothing was output, so it fails over like any other
                 failure), or the judge raised (see :attr:`judge_error`).
         """
+        if self._expires is None:
+            return await self._hold(key, first, responses)
+        try:
+            async with asyncio.timeout_at(self._expires) as scope:
+                return await self._hold(key, first, responses)
+        except Exception:
+            if not scope.expired():
+                raise
+            self._raise_deadline(key)
+
+    async def _hold(
+        self, key: str, first: LlmResponse, responses: AsyncIterator[LlmResponse]
+    ) -> list[LlmResponse]:
+        """Holds, then judges, ``key``'s answer: :meth:`held_output` without the deadline."""
         judge = self._settings.accept.get(key)
         refused = is_error_response(first)
         held = [first]
@@ -494,23 +532,36 @@ class RoutedCall:
             code = getattr(first.error_code, "value", first.error_code)
             detail = f": {first.error_message}" if first.error_message else ""
             rejection = ResponseRejected(key, first, f"the model answered with the error {code}{detail}")
-            if self._rejected is None or is_error_response(self._rejected[0].response):
-                self._rejected = (rejection, held, _NO_NOTES)  # An answer a judge rejected beats it.
+            self._keep_rejected(rejection, held, _NO_NOTES)
             raise rejection
         assert judge is not None
         notes: dict[str, Any] = {}
         verdict = await self._judge(judge, key, held[-1], notes)
         if verdict is True:
             self._judge_notes = notes
+            self._served = True
             self._succeed(key)
             return held
         # The model answered: its judge's doubt is no verdict on its health.
         self._settle(None)
         reason = verdict or f"the judge of {key!r} rejected the answer"
         rejection = ResponseRejected(key, held[-1], reason)
-        self._rejected = (rejection, held, notes)
+        self._keep_rejected(rejection, held, notes)
         logger.info("The answer of model key %r was rejected: %s", key, reason)
         raise rejection
+
+    def _keep_rejected(
+        self, rejection: ResponseRejected, held: list[LlmResponse], notes: Mapping[str, Any]
+    ) -> None:
+        """Keeps a rejected answer for :meth:`rejected_output`, unless one kept outranks it.
+
+        A refusal outranks an answer a judge rejected, which outranks any
+        other error response; of equals, the later is kept. A refusal from
+        a model able to answer judged the request itself unsafe: an unsure
+        answer from another model must not override it.
+        """
+        if self._rejected is None or _rank(rejection) >= _rank(self._rejected[0]):
+            self._rejected = (rejection, held, notes)
 
     @property
     def judge_error(self) -> Exception | None:
@@ -524,7 +575,8 @@ class RoutedCall:
         model error, a rejection or not) or the deadline runs out. Then an
         answer rejected earlier in the call is output after all, as it was,
         each response marked ``rejected`` with the reason in its record: the
-        last answer a judge rejected, else the last error response.
+        last refusal, else the last answer a judge rejected, else the last
+        error response.
 
         Returns:
             The rejected answer's responses, stamped; None if no answer was
@@ -552,6 +604,7 @@ class RoutedCall:
             "model": self._models[rejection.key].model,
             "failed_keys": list(errors),
             "errors": errors,
+            "rejections": self._rejections(),
             "attempts": len(errors),
             "rejected": rejection.reason,
         }
@@ -624,7 +677,7 @@ class RoutedCall:
 
     def route_metadata(self, key: str) -> dict[str, Any]:
         """The ``custom_metadata`` entry that records how ``key`` came to serve."""
-        return {
+        route = {
             **self._notes,
             **self._judge_notes,
             **self._settings.record,
@@ -633,6 +686,17 @@ class RoutedCall:
             "failed_keys": list(self._errors),
             "errors": {failed: type(error).__name__ for failed, error in self._errors.items()},
             "attempts": len(self._errors) + 1,
+        }
+        if self._rejected is not None:
+            route["rejections"] = self._rejections()
+        return route
+
+    def _rejections(self) -> dict[str, str]:
+        """Why each rejected answer of the call was rejected, by key."""
+        return {
+            failed: error.reason
+            for failed, error in self._errors.items()
+            if isinstance(error, ResponseRejected)
         }
 
     def name_of(self, key: str) -> str:
@@ -694,8 +758,8 @@ class RoutedCall:
                 # Chained to what the model raised on its way out: an SDK may
                 # report the cancellation as an error of its own.
                 raise AttemptTimeout(key, limit) from error
-        self._served = True
         if settle:
+            self._served = True
             self._succeed(key)
         return result
 
@@ -713,6 +777,8 @@ class RoutedCall:
 
         Raises:
             TypeError: If the judge returns anything but a bool or a string.
+            asyncio.CancelledError: If the call is being cancelled, chained
+                to what the judge raised on its way out.
             Exception: Whatever the judge raised; kept as :attr:`judge_error`.
         """
         token = _notes.set(notes)
@@ -726,6 +792,7 @@ class RoutedCall:
                     "returns True to accept, or False or a reason string to reject."
                 )
         except Exception as error:
+            self.raise_if_cancelled(error)  # A judge may report its cancellation as an error.
             self._judge_error = error
             raise
         finally:
@@ -943,6 +1010,13 @@ _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _CUSTOM_METADATA = frozenset({"custom_metadata"})
+
+
+def _rank(rejection: ResponseRejected) -> int:
+    """How strongly a rejected answer claims to be output: a refusal, a judged answer, an error response."""
+    if classify_error(rejection) == "request":
+        return 2
+    return 0 if is_error_response(rejection.response) else 1
 
 
 def _loop_time() -> float:

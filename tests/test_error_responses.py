@@ -5,13 +5,16 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from google.adk.agents import LlmAgent
 from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 
-from routed_llm import HealthTracker, ResponseRejected, RoutedLlm, classify_error, is_transient
+from routed_llm import HealthTracker, NoResponse, ResponseRejected, RoutedLlm, classify_error, is_transient
 from routed_llm.strategies import FallbackStrategy
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import collect, make_request, texts
+from tests.conftest import collect, make_request, run_agent, texts
+from tests.fake_servers import Chunks, FakeGemini, Finish, Text
+from tests.test_provider_gemini import gemini, genai_transport  # noqa: F401 - autouse: the transport under test
 
 
 def finished(reason: str) -> LlmResponse:
@@ -72,6 +75,15 @@ def test_response_rejected_survives_pickling():
     )
 
 
+def test_no_response_is_transient_and_survives_pickling():
+    error = NoResponse("primary")
+
+    copy = pickle.loads(pickle.dumps(error))
+
+    assert (type(copy), str(copy), copy.key) == (NoResponse, str(error), "primary")
+    assert classify_error(copy) == "transient"
+
+
 def primary_then_backup(primary_script, **options) -> RoutedLlm:
     return RoutedLlm(
         models={
@@ -126,3 +138,70 @@ async def test_a_response_with_content_and_an_error_code_is_an_answer():
     responses = await collect(llm.generate_content_async(make_request()))
 
     assert (texts(responses), responses[0].error_code) == (["cut sh"], "MAX_TOKENS")
+
+
+# The real Gemini client against a local fault server
+
+
+@pytest.fixture
+def server():
+    fake = FakeGemini().start()
+    yield fake
+    fake.stop()
+
+
+async def test_a_gemini_stream_closed_before_its_first_chunk_fails_over_to_the_backup(server):
+    server.script("gemini-primary", Chunks(then="end-without-finish"))
+    server.script("gemini-backup", Text("from backup"))
+    llm = RoutedLlm(
+        models={
+            "primary": gemini(server.url, "gemini-primary"),
+            "backup": gemini(server.url, "gemini-backup"),
+        },
+        router=FallbackStrategy(["primary", "backup"]),
+    )
+
+    responses = await collect(llm.generate_content_async(make_request(), stream=True))
+
+    assert texts(responses)[-1] == "from backup"
+    assert responses[-1].custom_metadata["routed_llm"]["errors"] == {"primary": "NoResponse"}
+
+
+def unsure_device_then_gemini(server: FakeGemini) -> RoutedLlm:
+    unsure = LlmResponse(content=types.Content(role="model", parts=[types.Part(text="Paris?")]))
+    return RoutedLlm(
+        models={
+            "device": ScriptedLlm(model="device", script=[unsure]),
+            "cloud": gemini(server.url, "gemini-cloud"),
+        },
+        router=FallbackStrategy(["device", "cloud"]),
+        accept={"device": lambda key, response: "unsure"},
+    )
+
+
+async def test_an_agent_gets_the_unsure_answer_when_gemini_closes_its_stream_before_the_first_chunk(server):
+    server.script("gemini-cloud", Chunks(then="end-without-finish"))
+    agent = LlmAgent(name="assistant", model=unsure_device_then_gemini(server))
+
+    _, stored = await run_agent(agent, "capital of France?", streaming=True)
+
+    answer = stored[-1]
+    assert (answer.author, texts([answer])) == ("assistant", ["Paris?"])
+    assert answer.custom_metadata["routed_llm"]["errors"] == {
+        "device": "ResponseRejected",
+        "cloud": "NoResponse",
+    }
+
+
+async def test_an_agent_gets_geminis_refusal_rather_than_the_unsure_answer_before_it(server):
+    server.script("gemini-cloud", Finish("SAFETY"))
+    agent = LlmAgent(name="assistant", model=unsure_device_then_gemini(server))
+
+    _, stored = await run_agent(agent, "something unsafe", streaming=True)
+
+    answer = stored[-1]
+    assert (answer.author, answer.error_code, answer.content) == ("assistant", "SAFETY", None)
+    assert answer.custom_metadata["routed_llm"]["rejections"] == {
+        "device": "unsure",
+        "cloud": "the model answered with the error SAFETY",
+    }

@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from typing import Literal
 
 import pytest
 from google.adk.agents import LlmAgent
 from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 
-from routed_llm import HealthTracker, ResponseRejected, RoutedLlm, classify_error
+from routed_llm import (
+    DeadlineExceeded,
+    HealthTracker,
+    NoResponse,
+    ResponseRejected,
+    RoutedLlm,
+    classify_error,
+)
 from routed_llm.judges import min_confidence
 from routed_llm.strategies import FallbackStrategy
 from routed_llm.testing import ScriptedLlm, Stream
@@ -155,6 +164,7 @@ async def test_a_rejected_answer_is_output_marked_rejected_when_the_cloud_is_dow
         "model": "device",
         "failed_keys": ["device", "cloud"],
         "errors": {"device": "ResponseRejected", "cloud": "ConnectionError"},
+        "rejections": {"device": "unsure"},
         "attempts": 2,
         "rejected": "unsure",
     }
@@ -365,3 +375,375 @@ async def test_an_unsure_answer_is_output_rather_than_the_next_models_error_resp
     responses = await ask(llm)
 
     assert (texts(responses), route(responses[0])["key"]) == (["a guess"], "device")
+
+
+# The deadline bounds holding and judging
+
+
+class Announced(asyncio.Event):
+    """An event nobody sets; ``waited`` is set once something waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = asyncio.Event()
+
+    async def wait(self) -> Literal[True]:
+        self.waited.set()
+        return await super().wait()
+
+
+def never_decides(cancelled: list[str], never: asyncio.Event | None = None):
+    """An async judge (an LLM-as-judge, say) that waits on ``never``, an event nobody sets.
+
+    It records in ``cancelled`` each key whose judging was cancelled.
+    """
+
+    async def judge(key, response):
+        try:
+            await (never or asyncio.Event()).wait()
+        except asyncio.CancelledError:
+            cancelled.append(key)
+            raise
+        return True  # pragma: no cover
+
+    return judge
+
+
+async def test_the_deadline_cuts_a_judged_answer_still_streaming_and_raises_deadline_exceeded():
+    device = Hanging(model="device", before=1)
+    llm = RoutedLlm(
+        models={"device": device, "cloud": ScriptedLlm(model="cloud", script=["from cloud"])},
+        router=FallbackStrategy(["device", "cloud"]),
+        accept={"device": lambda key, response: True},
+        deadline=TINY,
+    )
+
+    with pytest.raises(DeadlineExceeded) as raised:
+        await ask(llm, stream=True)
+
+    assert (raised.value.key, device.closed) == ("device", ["cancelled"])
+
+
+async def test_the_deadline_cancels_a_judge_still_deciding_and_raises_deadline_exceeded():
+    cancelled: list[str] = []
+    llm = device_then_cloud(["from device"], never_decides(cancelled), deadline=TINY)
+
+    with pytest.raises(DeadlineExceeded) as raised:
+        await ask(llm)
+
+    assert (raised.value.key, cancelled) == ("device", ["device"])
+    assert llm.models["cloud"].calls == []
+
+
+async def test_an_earlier_rejected_answer_is_output_when_the_deadline_cuts_the_next_judge():
+    cancelled: list[str] = []
+    llm = RoutedLlm(
+        models={
+            "device": ScriptedLlm(model="device", script=[answer("a guess")]),
+            "cloud": ScriptedLlm(model="cloud", script=[answer("from cloud")]),
+        },
+        router=FallbackStrategy(["device", "cloud"]),
+        accept={"device": lambda key, response: "unsure", "cloud": never_decides(cancelled)},
+        deadline=TINY,
+    )
+
+    responses = await ask(llm)
+
+    assert (texts(responses), cancelled) == (["a guess"], ["cloud"])
+    assert route(responses[0])["errors"] == {"device": "ResponseRejected", "cloud": "DeadlineExceeded"}
+
+
+async def test_an_agent_streaming_through_a_runner_gets_the_unsure_answer_when_the_deadline_cuts_the_cloud():
+    llm = RoutedLlm(
+        models={
+            "device": ScriptedLlm(model="device", script=[Stream(["Paris", "?"])]),
+            "cloud": Hanging(model="cloud", before=1),
+        },
+        router=FallbackStrategy(["device", "cloud"]),
+        accept={"device": lambda key, response: "unsure", "cloud": lambda key, response: True},
+        deadline=TINY,
+    )
+    agent = LlmAgent(name="assistant", model=llm)
+
+    _, stored = await run_agent(agent, "capital of France?", streaming=True)
+
+    answers = [event for event in stored if event.author == "assistant"]
+    assert [texts([event])[0] for event in answers] == ["Paris?"]
+    assert answers[0].custom_metadata["routed_llm"]["rejected"] == "unsure"
+
+
+# A call that outputs nothing leaves the request as the caller passed it in
+
+
+class Edits(ScriptedLlm):
+    """A scripted model that edits the request it is given, as providers do."""
+
+    async def generate_content_async(self, llm_request, stream=False):
+        llm_request.contents.append(types.Content(role="user", parts=[types.Part(text="edited")]))
+        llm_request.config.labels["edited"] = "by the model"
+        async for response in super().generate_content_async(llm_request, stream):
+            yield response
+
+
+def as_passed(request) -> tuple:
+    return request.model, request.model_dump()
+
+
+async def test_a_call_cancelled_while_its_answer_is_held_leaves_the_request_as_passed_in():
+    never = Announced()
+    llm = RoutedLlm(
+        models={"device": Edits(model="device", script=[Stream(["a", "b"], wait=never)])},
+        router=FallbackStrategy(["device"]),
+        accept=lambda key, response: True,
+    )
+    request = make_request("question")
+    before = as_passed(request)
+    task = asyncio.create_task(collect(llm.generate_content_async(request, stream=True)))
+    await never.waited.wait()
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert as_passed(request) == before
+
+
+async def test_a_call_cancelled_while_its_answer_is_judged_leaves_the_request_as_passed_in():
+    never = Announced()
+    llm = RoutedLlm(
+        models={"device": Edits(model="device", script=["from device"])},
+        router=FallbackStrategy(["device"]),
+        accept=never_decides([], never),
+    )
+    request = make_request("question")
+    before = as_passed(request)
+    task = asyncio.create_task(collect(llm.generate_content_async(request)))
+    await never.waited.wait()
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert as_passed(request) == before
+
+
+async def test_a_call_whose_judge_raises_leaves_the_request_as_passed_in():
+    def judge(key, response):
+        raise KeyError("the judge's own bug")
+
+    llm = RoutedLlm(
+        models={"device": Edits(model="device", script=["from device"])},
+        router=FallbackStrategy(["device"]),
+        accept=judge,
+    )
+    request = make_request("question")
+    before = as_passed(request)
+
+    with pytest.raises(KeyError):
+        await collect(llm.generate_content_async(request))
+
+    assert as_passed(request) == before
+
+
+async def test_a_call_the_deadline_cuts_while_judging_leaves_the_request_as_passed_in():
+    llm = RoutedLlm(
+        models={"device": Edits(model="device", script=["from device"])},
+        router=FallbackStrategy(["device"]),
+        accept=never_decides([]),
+        deadline=TINY,
+    )
+    request = make_request("question")
+    before = as_passed(request)
+
+    with pytest.raises(DeadlineExceeded):
+        await collect(llm.generate_content_async(request))
+
+    assert as_passed(request) == before
+
+
+async def test_an_accepted_answer_keeps_the_request_its_model_was_sent():
+    llm = RoutedLlm(
+        models={"device": Edits(model="device", script=["from device"])},
+        router=FallbackStrategy(["device"]),
+        accept=lambda key, response: True,
+    )
+    request = make_request("question")
+
+    await collect(llm.generate_content_async(request))
+
+    assert (request.model, request.config.labels["edited"]) == ("device", "by the model")
+
+
+# An attempt that ends with no response is a failure before output
+
+
+class Silent(ScriptedLlm):
+    """A model whose answer ends before its first response, as Gemini's can."""
+
+    async def generate_content_async(self, llm_request, stream=False):
+        self._calls.append(None)
+        return
+        yield  # pragma: no cover
+
+
+async def test_an_attempt_ending_without_a_response_fails_over_with_no_response():
+    router = in_order(["primary", "backup"])
+    llm = RoutedLlm(
+        models={"primary": Silent(model="primary"), "backup": ScriptedLlm(model="b", script=["from backup"])},
+        router=router,
+    )
+
+    responses = await ask(llm, stream=True)
+
+    assert texts(responses) == ["from backup"]
+    error = router.seen[1].last_error
+    assert (type(error), error.key) == (NoResponse, "primary")
+
+
+async def test_an_unsure_answer_is_output_when_the_next_model_answers_nothing():
+    llm = RoutedLlm(
+        models={
+            "device": ScriptedLlm(model="device", script=[answer("a guess")]),
+            "cloud": Silent(model="c"),
+        },
+        router=FallbackStrategy(["device", "cloud"]),
+        accept={"device": lambda key, response: "unsure"},
+    )
+
+    responses = await ask(llm, stream=True)
+
+    assert texts(responses) == ["a guess"]
+    assert route(responses[0])["errors"] == {"device": "ResponseRejected", "cloud": "NoResponse"}
+
+
+async def test_an_attempt_ending_without_a_response_counts_against_the_key():
+    health = HealthTracker(failure_threshold=1, clock=lambda: 0.0)
+    llm = RoutedLlm(
+        models={"primary": Silent(model="primary"), "backup": ScriptedLlm(model="b", script=["from backup"])},
+        router=FallbackStrategy(["primary", "backup"]),
+        health=health,
+    )
+
+    await ask(llm)
+
+    assert health.state("primary") == "open"
+
+
+async def test_a_single_model_answering_nothing_raises_no_response():
+    llm = RoutedLlm(models={"only": Silent(model="only")}, router=FallbackStrategy(["only"]))
+
+    with pytest.raises(NoResponse):
+        await ask(llm)
+
+
+# A later refusal is not overridden
+
+
+async def test_a_refusal_after_an_unsure_answer_is_output_as_it_is():
+    refusal = LlmResponse(error_code="SAFETY", finish_reason=types.FinishReason.SAFETY)
+    llm = device_then_cloud([answer("a guess")], lambda key, response: "unsure", cloud_script=[refusal])
+
+    responses = await ask(llm)
+
+    assert [response.model_copy(update={"custom_metadata": None}) for response in responses] == [refusal]
+    assert route(responses[0]) == {
+        "key": "cloud",
+        "model": "cloud",
+        "failed_keys": ["device", "cloud"],
+        "errors": {"device": "ResponseRejected", "cloud": "ResponseRejected"},
+        "rejections": {"device": "unsure", "cloud": "the model answered with the error SAFETY"},
+        "attempts": 2,
+        "rejected": "the model answered with the error SAFETY",
+    }
+
+
+async def test_a_refusal_before_an_unsure_answer_is_output_rather_than_it():
+    refusal = LlmResponse(error_code="SAFETY", finish_reason=types.FinishReason.SAFETY)
+    llm = device_then_cloud(
+        [answer("a guess")],
+        lambda key, response: "unsure",
+        cloud_script=[refusal],
+        router=in_order(["cloud", "device"]),
+    )
+
+    responses = await ask(llm)
+
+    assert (responses[0].error_code, route(responses[0])["key"]) == ("SAFETY", "cloud")
+
+
+async def test_the_record_of_an_answer_after_a_rejection_says_why_the_rejected_answer_was_rejected():
+    llm = device_then_cloud([answer("a guess")], lambda key, response: "unsure")
+
+    responses = await ask(llm)
+
+    assert route(responses[0])["rejections"] == {"device": "unsure"}
+
+
+async def test_a_call_cancelled_while_its_answer_is_judged_cancels_the_judge():
+    never, cancelled = Announced(), []
+    llm = device_then_cloud(["from device"], never_decides(cancelled, never))
+    task = asyncio.create_task(ask(llm))
+    await never.waited.wait()
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (cancelled, llm.models["cloud"].calls) == (["device"], [])
+
+
+async def test_a_plain_judge_running_past_the_deadline_is_not_interrupted_and_its_verdict_stands():
+    def slow_judge(key, response):
+        time.sleep(2 * TINY)  # The fault itself: a judge that blocks the event loop past the deadline.
+        return True
+
+    llm = device_then_cloud(["from device"], slow_judge, deadline=TINY)
+
+    responses = await ask(llm)
+
+    assert texts(responses) == ["from device"]
+
+
+async def test_a_cancelled_call_raises_cancelled_error_though_its_judge_reports_it_as_an_error():
+    never = Announced()
+
+    async def judge(key, response):
+        try:
+            return await never.wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("the judge's connection was aborted") from None
+
+    llm = device_then_cloud(["from device"], judge)
+    task = asyncio.create_task(ask(llm))
+    await never.waited.wait()
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError) as raised:
+        await task
+    assert isinstance(raised.value.__cause__, ConnectionError)
+
+
+async def test_the_deadline_cuts_a_judge_that_reports_its_cancellation_as_an_error():
+    async def judge(key, response):
+        try:
+            return await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("the judge's connection was aborted") from None
+
+    llm = device_then_cloud(["from device"], judge, deadline=TINY)
+
+    with pytest.raises(DeadlineExceeded):
+        await ask(llm)
+
+
+async def test_the_deadline_cuts_a_held_stream_that_reports_its_cancellation_as_an_error():
+    llm = RoutedLlm(
+        models={"device": Hanging(model="device", before=1, report_cancel_as=ConnectionError)},
+        router=FallbackStrategy(["device"]),
+        accept=lambda key, response: True,
+        deadline=TINY,
+    )
+
+    with pytest.raises(DeadlineExceeded):
+        await ask(llm, stream=True)
