@@ -169,7 +169,7 @@ class SignatureLedger:
 
 
 def _to_gemini(model: BaseLlm) -> bool:
-    """Whether requests to ``model`` need Gemini's signatures: not for a nested router, which signs its own."""
+    """Whether ``model`` checks Gemini's signatures; a nested router adds its own bypasses."""
     from routed_llm.routed import RoutedLlm
 
     return not isinstance(model, RoutedLlm) and is_gemini(model)

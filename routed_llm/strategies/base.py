@@ -358,7 +358,7 @@ def _next_in_order(order: Sequence[str], ctx: RoutingContext, may_fall_back: Tra
 
 
 def _available_or(pick: str, other: str, ctx: RoutingContext) -> str:
-    """``pick``, unless it is unavailable and ``other`` is not, or only ``other``'s model can serve the request."""
+    """``pick``, unless it is unavailable and ``other`` is not, or only ``other`` can serve the request."""
     if ctx.is_available(pick):
         return pick
     if ctx.is_available(other) or (
