@@ -67,7 +67,8 @@ async def test_strategies_skip_a_key_that_is_not_gemini_for_a_builtin_tool_and_s
     server.script(FLASH, Text("Found it."))
     local = ScriptedLlm(model="local-model", script=["Never asked."])
     routed = RoutedLlm(
-        models={"local": local, "cloud": gemini(server.url, FLASH)}, router=FallbackStrategy(["local", "cloud"])
+        models={"local": local, "cloud": gemini(server.url, FLASH)},
+        router=FallbackStrategy(["local", "cloud"]),
     )
 
     events, _ = await run_agent(agent_with(tool, routed), "Look it up.")

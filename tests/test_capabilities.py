@@ -70,7 +70,9 @@ async def test_offline_an_input_over_the_device_window_goes_to_the_cloud_even_if
 async def test_a_key_that_cannot_pair_an_output_schema_with_tools_is_skipped():
     plain = ScriptedLlm(model="plain-model", script=["never asked"])
     capable = SchemaWithTools(model="capable-model", script=['{"verdict": "fine"}'])
-    routed = RoutedLlm(models={"plain": plain, "capable": capable}, router=FallbackStrategy(["plain", "capable"]))
+    routed = RoutedLlm(
+        models={"plain": plain, "capable": capable}, router=FallbackStrategy(["plain", "capable"])
+    )
 
     [response] = await collect(routed.generate_content_async(schema_and_tools_request()))
 

@@ -76,7 +76,9 @@ def two_regions(server_a: FakeGemini, server_b: FakeGemini) -> dict[str, Gemini]
     return {"a": gemini(server_a.url, GEMINI_3), "b": gemini(server_b.url, GEMINI_3)}
 
 
-async def test_failover_mid_tool_loop_sends_the_bypass_instead_of_the_other_keys_signature(server_a, server_b):
+async def test_failover_mid_tool_loop_sends_the_bypass_instead_of_the_other_keys_signature(
+    server_a, server_b
+):
     server_a.script(GEMINI_3, FunctionCall("get_weather", {"city": "Paris"}), Error(503, "UNAVAILABLE"))
     server_b.script(GEMINI_3, Text("Sunny in Paris."))
     routed = RoutedLlm(models=two_regions(server_a, server_b), router=FallbackStrategy(["a", "b"]))
@@ -120,7 +122,9 @@ async def test_scripted_model_hands_an_unsigned_tool_loop_to_gemini_3(server_a):
 
 async def test_ab_arms_alternating_per_call_each_keep_their_own_signatures(server_a, server_b):
     server_a.script(
-        GEMINI_3, FunctionCall("get_weather", {"city": "Paris"}), FunctionCall("get_weather", {"city": "Rome"})
+        GEMINI_3,
+        FunctionCall("get_weather", {"city": "Paris"}),
+        FunctionCall("get_weather", {"city": "Rome"}),
     )
     server_b.script(GEMINI_3, FunctionCall("get_weather", {"city": "London"}), Text("Sunny everywhere."))
     arms = itertools.cycle(["a", "b"])
@@ -143,7 +147,9 @@ async def test_ab_arms_alternating_per_call_each_keep_their_own_signatures(serve
 async def test_parallel_calls_get_the_bypass_on_the_first_call_only(server_a, server_b):
     server_a.script(
         GEMINI_3,
-        Parallel(FunctionCall("get_weather", {"city": "Paris"}), FunctionCall("get_weather", {"city": "Rome"})),
+        Parallel(
+            FunctionCall("get_weather", {"city": "Paris"}), FunctionCall("get_weather", {"city": "Rome"})
+        ),
         Error(503, "UNAVAILABLE"),
     )
     server_b.script(GEMINI_3, Text("Sunny in both."))
@@ -195,7 +201,8 @@ async def test_a_process_that_saw_nothing_reads_who_signed_from_the_stored_sessi
 
 async def test_the_router_sees_the_signatures_as_adk_built_them_on_every_ask():
     signed = types.Part(
-        function_call=types.FunctionCall(name="get_weather", args={"city": "Paris"}), thought_signature=b"sig-a"
+        function_call=types.FunctionCall(name="get_weather", args={"city": "Paris"}),
+        thought_signature=b"sig-a",
     )
     a = ScriptedLlm(model=GEMINI_3, script=[signed, ConnectionError("down")])
     b = ScriptedLlm(model=GEMINI_3, script=["Sunny."])
@@ -223,7 +230,9 @@ async def test_a_signature_of_unknown_issuer_is_sent_unchanged():
     request = make_request("Weather?")
     call = types.FunctionCall(name="get_weather", args={"city": "Paris"})
     request.contents += [
-        types.Content(role="model", parts=[types.Part(function_call=call, thought_signature=b"from elsewhere")]),
+        types.Content(
+            role="model", parts=[types.Part(function_call=call, thought_signature=b"from elsewhere")]
+        ),
         function_answer("get_weather"),
     ]
 
