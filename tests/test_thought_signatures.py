@@ -8,6 +8,8 @@ ROUTED_LLM_GENAI_TRANSPORT (httpx or aiohttp).
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import itertools
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,17 +78,34 @@ def two_regions(server_a: FakeGemini, server_b: FakeGemini) -> dict[str, Gemini]
     return {"a": gemini(server_a.url, GEMINI_3), "b": gemini(server_b.url, GEMINI_3)}
 
 
+@pytest.mark.parametrize("streaming", [False, True])
 async def test_failover_mid_tool_loop_sends_the_bypass_instead_of_the_other_keys_signature(
-    server_a, server_b
+    server_a, server_b, streaming
 ):
     server_a.script(GEMINI_3, FunctionCall("get_weather", {"city": "Paris"}), Error(503, "UNAVAILABLE"))
     server_b.script(GEMINI_3, Text("Sunny in Paris."))
     routed = RoutedLlm(models=two_regions(server_a, server_b), router=FallbackStrategy(["a", "b"]))
 
-    events, _ = await run_agent(weather_agent(routed), "Weather in Paris?")
+    events, _ = await run_agent(weather_agent(routed), "Weather in Paris?", streaming=streaming)
 
     assert texts(events)[-1] == "Sunny in Paris."
     assert call_signatures(server_b.calls_to(GEMINI_3)[0]) == [BYPASS_ON_THE_WIRE]
+
+
+async def test_the_session_keeps_the_signatures_the_models_issued(server_a, server_b):
+    server_a.script(GEMINI_3, FunctionCall("get_weather", {"city": "Paris"}), Error(503, "UNAVAILABLE"))
+    server_b.script(GEMINI_3, Text("Sunny in Paris."))
+    routed = RoutedLlm(models=two_regions(server_a, server_b), router=FallbackStrategy(["a", "b"]))
+
+    _, stored = await run_agent(weather_agent(routed), "Weather in Paris?")
+
+    signatures = [
+        part.thought_signature
+        for event in stored
+        for part in (event.content.parts or ())
+        if part.function_call
+    ]
+    assert signatures == [base64.urlsafe_b64decode(server_a.issued[0])]
 
 
 async def test_recovering_primary_gets_its_own_signatures_back_byte_for_byte(server_a, server_b):
@@ -256,6 +275,64 @@ async def test_signatures_of_another_key_are_dropped_for_a_model_that_is_not_gem
 
     assert other.calls[0].contents[1].parts[0].thought_signature is None
     assert other.calls[0].contents[1].parts[0].text == "Thinking done."
+
+
+async def test_many_conversations_sharing_one_routed_llm_each_get_their_own_rewrite():
+    def signed_call(llm_request: Any) -> types.Part:
+        question = llm_request.contents[0].parts[0].text
+        call = types.FunctionCall(name="get_weather", args={"city": question})
+        return types.Part(function_call=call, thought_signature=f"a|{question}".encode())
+
+    a = ScriptedLlm(
+        model=GEMINI_3,
+        script=lambda llm_request: (
+            signed_call(llm_request) if len(llm_request.contents) == 1 else "a answered"
+        ),
+    )
+    b = ScriptedLlm(model=GEMINI_3, script=lambda llm_request: "b answered")
+
+    def router(models: Mapping[str, Any], llm_request: Any, error_context: Any) -> str:
+        question = llm_request.contents[0].parts[0].text
+        return "a" if len(llm_request.contents) == 1 or int(question) % 2 else "b"
+
+    routed = RoutedLlm(models={"a": a, "b": b}, router=router)
+    questions = [str(number) for number in range(40)]
+    firsts = await asyncio.gather(
+        *(collect(routed.generate_content_async(make_request(q))) for q in questions)
+    )
+    requests = []
+    for question, first in zip(questions, firsts, strict=True):
+        request = make_request(question)
+        request.contents += [first[0].content, function_answer("get_weather")]
+        requests.append(request)
+
+    await asyncio.gather(*(collect(routed.generate_content_async(request)) for request in requests))
+
+    sent = {
+        call.contents[0].parts[0].text: call.contents[1].parts[0].thought_signature
+        for call in [*a.calls, *b.calls]
+        if len(call.contents) == 3
+    }
+    assert sent == {q: f"a|{q}".encode() if int(q) % 2 else BYPASS_SIGNATURE for q in questions}
+
+
+async def test_another_keys_signature_on_inline_data_is_dropped_and_the_data_kept():
+    image = types.Part(
+        inline_data=types.Blob(mime_type="image/png", data=b"png bytes"), thought_signature=b"sig-a"
+    )
+    a = ScriptedLlm(model=GEMINI_3, script=[types.Content(role="model", parts=[image])])
+    b = ScriptedLlm(model=GEMINI_3, script=["A cat."])
+    order = ["a"]
+    routed = RoutedLlm(models={"a": a, "b": b}, router=in_order(order))
+    first = await collect(routed.generate_content_async(make_request("Draw a cat.")))
+    order[:] = ["b"]
+    request = make_request("Draw a cat.")
+    request.contents += [first[0].content, types.Content(role="user", parts=[types.Part(text="What is it?")])]
+
+    await collect(routed.generate_content_async(request))
+
+    [sent] = b.calls[0].contents[1].parts
+    assert (sent.thought_signature, sent.inline_data.data) == (None, b"png bytes")
 
 
 def function_answer(name: str) -> types.Content:

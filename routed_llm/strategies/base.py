@@ -129,10 +129,15 @@ class RoutingContext:
     def unavailable_reason(self, key: str) -> str | None:
         """Why ``key`` may not be tried now for this request; None when it may.
 
-        A model that cannot serve the request comes first (see
-        :func:`~routed_llm.capabilities.unserved_need`); the reason is then
-        recorded in the route record under ``skipped``, ``{key: reason}``.
-        Then the key's health and rate budget.
+        First, whether the key's model can serve the request at all: not
+        when the request carries a Gemini built-in tool and the model is not
+        a Gemini model, has an output schema with tools and the model's
+        ``capabilities.output_schema_and_tools`` is False, or is over the
+        context window the model declares (``context_window``, as
+        :class:`~routed_llm.ondevice.LlamaCppLlm` does; the input is
+        measured with :func:`estimate_tokens`). Such a reason is recorded
+        in the route record under ``skipped``, ``{key: reason}``. Then the
+        key's health and rate budget.
 
         Args:
             key: A routed key.
