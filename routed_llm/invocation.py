@@ -39,6 +39,7 @@ from google.adk.plugins.base_plugin import BasePlugin
 from typing_extensions import override
 
 from routed_llm.agent import record_resumed
+from routed_llm.signatures import remember_session_events
 
 __all__ = ["InvocationInfo", "RoutingPlugin", "capture_invocation", "current_invocation", "invocation_scope"]
 
@@ -123,6 +124,8 @@ def capture_invocation(callback_context: CallbackContext, llm_request: LlmReques
         None, so the model call goes ahead.
     """
     _current.set(InvocationInfo.of(callback_context))
+    # The session's events say which routed key issued each thought signature.
+    remember_session_events(callback_context.session.events)
     return None
 
 

@@ -141,6 +141,6 @@ def record_served(route: Mapping[str, Any]) -> None:
     if not span.is_recording():
         return
     for name, value in route.items():
-        if name == "errors":
+        if name in ("errors", "skipped"):
             continue
         span.set_attribute(f"routed_llm.{name}", value)

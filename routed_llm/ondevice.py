@@ -163,6 +163,11 @@ class LlamaCppLlm(BaseLlm):
     _executor_instance: ThreadPoolExecutor | None = PrivateAttr(default=None)
     _turn: _Turn = PrivateAttr(default_factory=lambda: _Turn())
 
+    @property
+    def context_window(self) -> int:
+        """The context window in tokens (``n_ctx``): a routed key is unavailable for longer inputs."""
+        return self.n_ctx
+
     async def load(self) -> None:
         """Loads the weights now, on the instance's worker thread, rather than on the first call.
 

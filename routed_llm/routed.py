@@ -23,6 +23,7 @@ from routed_llm.limits import RateLimits
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import Judge, LlmRouter, RoutedCall, RouterSettings, check_callables, check_router
+from routed_llm.signatures import SignatureLedger, is_gemini
 from routed_llm.timeouts import check_seconds, per_key_seconds
 
 __all__ = ["RoutedLlm"]
@@ -63,10 +64,13 @@ class RoutedLlm(BaseLlm):
             of those keyed by each model's name.
         router: Picks the key for each request; see
             :data:`~routed_llm.LlmRouter`. Sync or async.
-        model: A display name. Defaults to ``RoutedLlm[key=model, ...]``. ADK
-            puts it on the request before the call, where tools that check for
-            a Gemini model name read it; the delegate's own name replaces it
-            for each attempt.
+        model: A display name. Defaults to ``RoutedLlm[key=model, ...]``, or
+            ``gemini-routed[key=model, ...]`` when any key is a Gemini model.
+            ADK puts it on the request before the call, where its Gemini
+            built-in tools (``google_search``, ``url_context``,
+            ``BuiltInCodeExecutor``) check for a Gemini model name: a name of
+            your own must begin ``gemini-`` for them. The delegate's own name
+            replaces it for each attempt.
         on_route: Called, sync or async, with a
             :class:`~routed_llm.RouteEvent` before every attempt.
         on_failover: Called, sync or async, with a
@@ -121,6 +125,7 @@ class RoutedLlm(BaseLlm):
 
     _settings: RouterSettings = PrivateAttr()
     _live_owners: LiveOwners = PrivateAttr(default_factory=LiveOwners)
+    _signatures: SignatureLedger = PrivateAttr(default_factory=SignatureLedger)
 
     def __init__(
         self,
@@ -149,9 +154,8 @@ class RoutedLlm(BaseLlm):
         _check_shared_keys(resolved, health, limits)
         if model is not None and not isinstance(model, str):
             raise TypeError(f"RoutedLlm(model=...) is a display name string, got {type(model).__name__}.")
-        display = ", ".join(f"{key}={llm.model}" for key, llm in resolved.items())
         check_callables("RoutedLlm", on_route=on_route, on_failover=on_failover, clock=clock)
-        super().__init__(model=model or f"RoutedLlm[{display}]")
+        super().__init__(model=model or _default_name(resolved))
         self._settings = RouterSettings(
             models=MappingProxyType(resolved),
             router=router,
@@ -230,12 +234,11 @@ class RoutedLlm(BaseLlm):
         try:
             key = await call.first_key()
             while True:
+                model = self._addressed(call, key, llm_request)
                 responses: AsyncGenerator[LlmResponse, None] | None = None
                 try:
                     try:
-                        responses = call.metered(
-                            key, call.delegate(key).generate_content_async(llm_request, stream)
-                        )
+                        responses = call.metered(key, model.generate_content_async(llm_request, stream))
                         response = await call.first_response(key, responses)
                         if response is None:
                             raise NoResponse(key)
@@ -259,21 +262,27 @@ class RoutedLlm(BaseLlm):
                         if rejected is None:
                             raise error
                         for response in rejected:
+                            (self.__pydantic_private__ or {})["_signatures"].record_stamped(response)
                             yield response
                         return
                     route = call.route_metadata(key)
                     observability.record_served(route)
                     stamp = call.stamp
+                    issued = (self.__pydantic_private__ or {})["_signatures"].record
                     if held is not None:
                         for response in held:
+                            issued(key, response)
                             yield stamp(response, route)
                         return
+                    issued(key, response)
                     yield stamp(response, route)
                     if call.idle_timeout is None:  # The common case, without a timer per chunk.
                         async for response in responses:
+                            issued(key, response)
                             yield stamp(response, route)
                         return
                     while (response := await call.next_response(key, responses)) is not None:
+                        issued(key, response)
                         yield stamp(response, route)
                     return
                 finally:
@@ -318,10 +327,9 @@ class RoutedLlm(BaseLlm):
             try:
                 key = await (call.pinned_key(owner) if owner is not None else call.first_key())
                 while True:
+                    model = self._addressed(call, key, llm_request)
                     try:
-                        connection = await call.open_connection(
-                            key, stack, call.delegate(key).connect(llm_request)
-                        )
+                        connection = await call.open_connection(key, stack, model.connect(llm_request))
                         break
                     except Exception as error:
                         if error is call.deadline_error:
@@ -337,6 +345,17 @@ class RoutedLlm(BaseLlm):
                 call.release()
             yield RoutedConnection(connection, route)
 
+    def _addressed(self, call: RoutedCall, key: str, llm_request: LlmRequest) -> BaseLlm:
+        """The model under ``key``, with ``llm_request`` made valid for it for this attempt.
+
+        Raises:
+            RoutingError: If the model cannot serve the request; nothing is sent.
+        """
+        model = call.delegate(key)
+        private = self.__pydantic_private__ or {}
+        private["_signatures"].address(llm_request, key, private["_settings"].models)
+        return model
+
     def _new_call(self, llm_request: LlmRequest) -> RoutedCall:
         """Starts the routing state of one call.
 
@@ -346,6 +365,19 @@ class RoutedLlm(BaseLlm):
         """
         private = self.__pydantic_private__ or {}
         return RoutedCall(private["_settings"], llm_request)
+
+
+def _default_name(models: Mapping[str, BaseLlm]) -> str:
+    """``RoutedLlm[key=model, ...]``, or ``gemini-routed[...]`` when a key is a Gemini model.
+
+    ADK's Gemini built-in tools (``google_search``, ``url_context``, the
+    built-in code executor) accept a request only if its model name is a
+    Gemini name, and ADK puts this name on the request before they look.
+    """
+    display = ", ".join(f"{key}={llm.model}" for key, llm in models.items())
+    if any(is_gemini(llm) for llm in models.values()):
+        return f"gemini-routed[{display}]"
+    return f"RoutedLlm[{display}]"
 
 
 def _check_shared_keys(

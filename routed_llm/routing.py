@@ -42,6 +42,7 @@ from google.adk.models.llm_response import LlmResponse
 from pydantic import BaseModel
 
 from routed_llm import observability
+from routed_llm.capabilities import unserved_need
 from routed_llm.errors import (
     AttemptTimeout,
     CircuitOpen,
@@ -137,6 +138,7 @@ _RESERVED_NOTES = frozenset(
         "attempts",
         "inner",
         "rejected",
+        "skipped",
     }
 )
 _notes: ContextVar[dict[str, Any] | None] = ContextVar("routed_llm_route_notes", default=None)
@@ -240,12 +242,28 @@ def is_available(key: str) -> bool:
     True outside a routing call and when the routed model has no
     :class:`~routed_llm.HealthTracker` and no :class:`~routed_llm.RateLimits`.
     """
+    return unavailable_reason(key) is None
+
+
+def unavailable_reason(key: str) -> str | None:
+    """Why the call being routed may not try ``key`` now, by its health and budgets; None if it may."""
     health = _health.get()
     limits = _limits.get()
-    if (health is None or health.is_available(key)) and (limits is None or limits.is_available(key)):
-        return True
+    if health is not None and not health.is_available(key):
+        reason = "its circuit is open, or its half-open trial is in flight"
+    elif limits is not None and not limits.is_available(key):
+        reason = "its rate budget for this minute is spent"
+    else:
+        return None
     observability.record_skip(key)
-    return False
+    return reason
+
+
+def note_skipped(key: str, reason: str) -> None:
+    """Records in the route record of the call being routed that ``key`` cannot serve its request."""
+    notes = _notes.get()
+    if notes is not None:
+        notes.setdefault("skipped", {})[key] = reason
 
 
 def _available(settings: RouterSettings, key: str) -> bool:
@@ -380,8 +398,22 @@ class RoutedCall:
 
         Models read the model name off the request, so it is set to the
         delegate's own name before every attempt.
+
+        Raises:
+            RoutingError: If the request needs what the model lacks (see
+                :func:`~routed_llm.capabilities.unserved_need`); nothing
+                was sent.
         """
         model: BaseLlm = self._models[key]
+        need = unserved_need(model, self._subject)
+        if need is not None:
+            raise RoutingError(
+                f"The router chose {key!r}, which cannot serve this request: {need}. Strategies skip "
+                "such keys (ctx.is_available(key) is False); a router of your own can ask "
+                "RoutingContext(llm_request, models).unavailable_reason(key) before choosing.",
+                key=key,
+                available=tuple(self._models),
+            )
         self._subject.model = model.model
         return model
 

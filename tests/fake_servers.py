@@ -14,13 +14,25 @@ its chunks), ``Chunks(..., then=Error(...))`` (an in-stream error object),
 sent with HTTP 200 (Gemini only): ``Finish`` (a candidate with that finish
 reason and no content), ``Blocked`` (no candidate; the prompt was blocked).
 
+Thought signatures (Gemini only), for models named ``gemini-3...``, as
+Google documents them: each answer carries a signature issued by this server
+for that model (on the first function call, ``Parallel`` calls included, or on
+the text), and every request is checked before a reply is used: a signature
+this server did not issue for the model, other than the bypass value
+``skip_thought_signature_validator``, is a 400 "Invalid thought signature";
+in the current turn (after the last user message that is not only function
+responses), a model step whose first function call has no signature is a 400
+"Function call is missing a thought_signature in functionCall parts".
+
 Only the standard library is used, so the servers add no dependency.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import secrets
 import socket
 import threading
 import time
@@ -40,6 +52,16 @@ class Text:
 class FunctionCall:
     name: str
     args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """Several function calls in one answer (parallel function calling)."""
+
+    calls: tuple[FunctionCall, ...]
+
+    def __init__(self, *calls: FunctionCall) -> None:
+        object.__setattr__(self, "calls", calls)
 
 
 @dataclass(frozen=True)
@@ -134,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         model, stream = owner.route(urlparse(self.path), body)
         owner.record(Recorded(self.path, model, stream, body, dict(self.headers.items())))
-        reply = owner.next_reply(model)
+        reply = owner.refusal(model, body) or owner.next_reply(model)
         while isinstance(reply, Slow):
             time.sleep(reply.seconds)  # The fault itself: a slow server, not test synchronisation.
             reply = reply.reply
@@ -243,6 +265,10 @@ class FakeServer:
             return queue.popleft() if queue else Error(500, "INTERNAL", f"no reply scripted for {model!r}")
 
     # Wire format hooks, one implementation per provider.
+    def refusal(self, model: str, body: dict[str, Any]) -> Error | None:
+        """The error a request is refused with before any scripted reply, if any."""
+        return None
+
     def route(self, url: Any, body: dict[str, Any]) -> tuple[str, bool]:
         raise NotImplementedError
 
@@ -256,8 +282,76 @@ class FakeServer:
         raise NotImplementedError
 
 
+BYPASS_SIGNATURE = "skip_thought_signature_validator"
+"""The signature Google documents for function calls a Gemini 3 model did not make (as sent)."""
+
+
 class FakeGemini(FakeServer):
-    """``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``."""
+    """``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``.
+
+    ``issued`` lists every thought signature the server sent, as sent.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secret = secrets.token_hex(4)
+        self.issued: list[str] = []
+
+    @staticmethod
+    def signs(model: str) -> bool:
+        """Whether ``model`` issues and checks thought signatures (Gemini 3)."""
+        return model.startswith("gemini-3")
+
+    def refusal(self, model: str, body: dict[str, Any]) -> Error | None:
+        if not self.signs(model):
+            return None
+        contents = body.get("contents") or []
+        for index, content in enumerate(contents):
+            for part in content.get("parts") or []:
+                signature = part.get("thoughtSignature")
+                if (
+                    signature is not None
+                    and signature != BYPASS_SIGNATURE
+                    and not self._own(model, signature)
+                ):
+                    return Error(400, "INVALID_ARGUMENT", f"Invalid thought signature in content {index}.")
+        turn_start = next(
+            (
+                index + 1
+                for index in range(len(contents) - 1, -1, -1)
+                if contents[index].get("role") == "user"
+                and any("functionResponse" not in part for part in contents[index].get("parts") or [])
+            ),
+            0,
+        )
+        for index in range(turn_start, len(contents)):
+            calls = [part for part in contents[index].get("parts") or [] if "functionCall" in part]
+            if contents[index].get("role") == "model" and calls and "thoughtSignature" not in calls[0]:
+                return Error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "Function call is missing a thought_signature in functionCall parts. This is required "
+                    "for tools to work correctly. Additional data, function call "
+                    f"`{calls[0]['functionCall']['name']}`, position {index + 1}.",
+                )
+        return None
+
+    def _own(self, model: str, signature: str) -> bool:
+        try:
+            decoded = base64.urlsafe_b64decode(signature)
+        except ValueError:
+            return False
+        return decoded.startswith(f"sig|{self._secret}|{model}|".encode())
+
+    def _sign(self, model: str, part: dict[str, Any]) -> dict[str, Any]:
+        """``part`` with a new signature for ``model``, if ``model`` signs."""
+        if not self.signs(model):
+            return part
+        with self._lock:
+            raw = f"sig|{self._secret}|{model}|{len(self.issued)}".encode()
+            signature = base64.urlsafe_b64encode(raw).decode()
+            self.issued.append(signature)
+        return {**part, "thoughtSignature": signature}
 
     def route(self, url: Any, body: dict[str, Any]) -> tuple[str, bool]:
         resource = url.path.rsplit("/models/", 1)[-1]
@@ -270,13 +364,13 @@ class FakeGemini(FakeServer):
             return self._error_answer(model, reply)
         if isinstance(reply, Chunks):
             reply = Text("".join(reply.texts))
-        return self._candidate(model, [self._part(reply)], finish=True)
+        return self._candidate(model, self._parts(model, reply), finish=True)
 
     def stream_events(self, model: str, reply: Any) -> tuple[list[Any], Any]:
         if isinstance(reply, (Finish, Blocked)):
             return [self._error_answer(model, reply)], None
         if not isinstance(reply, Chunks):
-            return [self._candidate(model, [self._part(reply)], finish=True)], None
+            return [self._candidate(model, self._parts(model, reply), finish=True)], None
         events: list[Any] = [
             self._candidate(
                 model, [{"text": text}], finish=index == len(reply.texts) - 1 and reply.then is None
@@ -313,6 +407,13 @@ class FakeGemini(FakeServer):
                 candidate["finishMessage"] = reply.message
             body["candidates"] = [candidate]
         return body
+
+    def _parts(self, model: str, reply: Any) -> list[dict[str, Any]]:
+        """The answer's parts, the first signed when ``model`` signs."""
+        parts = (
+            [self._part(call) for call in reply.calls] if isinstance(reply, Parallel) else [self._part(reply)]
+        )
+        return [self._sign(model, parts[0]), *parts[1:]]
 
     @staticmethod
     def _part(reply: Any) -> dict[str, Any]:

@@ -712,7 +712,8 @@ async def test_a_queued_device_attempt_past_first_response_timeout_fails_over_an
 
 
 async def test_a_device_attempt_cut_mid_generation_fails_over_and_frees_the_device(device):
-    long_prompt = request("Summarise this. " + "The lighthouse keeper counted the ships. " * 50)
+    # Long enough to take a while, and within the device's window (estimated high) so it is tried.
+    long_prompt = request("Summarise this. " + "The lighthouse keeper counted the ships. " * 30)
 
     responses = await collect(
         hybrid_with_limit(device, first_response_timeout=0.001).generate_content_async(long_prompt)

@@ -16,17 +16,20 @@ from typing import Any
 
 from google.adk.agents.callback_context import CallbackContext
 from google.adk.agents.invocation_context import InvocationContext
+from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
 from google.genai import types
 
 from routed_llm._text import instruction_text
+from routed_llm.capabilities import unserved_need
 from routed_llm.errors import is_transient
 from routed_llm.invocation import InvocationInfo, current_invocation
 from routed_llm.routing import (
     ErrorContext,
     annotate_route,
-    is_available,
+    note_skipped,
     soonest_available,
+    unavailable_reason,
 )
 
 Decision = str | None
@@ -109,16 +112,52 @@ class RoutingContext:
         return current_invocation()
 
     def is_available(self, key: str) -> bool:
-        """Whether ``key`` may be tried now, by the routed model's health and rate budgets.
+        """Whether ``key`` may be tried now for this request; :meth:`unavailable_reason` says why not.
 
-        False while the key's circuit is open (:class:`~routed_llm.HealthTracker`),
-        while its half-open trial is in flight, and while its budget for the
-        current minute is spent (:class:`~routed_llm.RateLimits`); always True
-        without either. Every built-in strategy
-        skips unavailable keys, and when every candidate is unavailable
-        tries the one whose cooldown ends soonest.
+        False while the key's model cannot serve the request (it needs a
+        Gemini built-in tool, an output schema with tools, or a context
+        window the model lacks), while the key's circuit is open
+        (:class:`~routed_llm.HealthTracker`), while its half-open trial is in
+        flight, and while its budget for the current minute is spent
+        (:class:`~routed_llm.RateLimits`). Every built-in strategy skips
+        unavailable keys, and when every candidate is unavailable tries the
+        one whose cooldown ends soonest, among the keys whose model can
+        serve the request.
         """
-        return is_available(key)
+        return self.unavailable_reason(key) is None
+
+    def unavailable_reason(self, key: str) -> str | None:
+        """Why ``key`` may not be tried now for this request; None when it may.
+
+        First, whether the key's model can serve the request at all: not
+        when the request carries a Gemini built-in tool and the model is not
+        a Gemini model, has an output schema with tools and the model's
+        ``capabilities.output_schema_and_tools`` is False, or is over the
+        context window the model declares (``context_window``, as
+        :class:`~routed_llm.ondevice.LlamaCppLlm` does; the input is
+        measured with :func:`estimate_tokens`). Such a reason is recorded
+        in the route record under ``skipped``, ``{key: reason}``. Then the
+        key's health and rate budget.
+
+        Args:
+            key: A routed key.
+
+        Returns:
+            The reason, e.g. ``"the request carries the Gemini built-in tool
+            google_search, and 'gpt-4o' is not a Gemini model"``, or None.
+        """
+        need = self._unserved_need(key)
+        if need is not None:
+            note_skipped(key, need)
+            return need
+        return unavailable_reason(key)
+
+    def _unserved_need(self, key: str) -> str | None:
+        """What the request needs that ``key``'s model lacks; None routing agents, or for a key not routed."""
+        model = self.models.get(key)
+        if self.request is None or not isinstance(model, BaseLlm):
+            return None
+        return unserved_need(model, self.request)
 
     def annotate(self, **values: str | int | float | bool) -> bool:
         """Records values with the route: see :func:`~routed_llm.annotate_route`."""
@@ -318,12 +357,20 @@ def _next_in_order(order: Sequence[str], ctx: RoutingContext, may_fall_back: Tra
         return None
     failed = ctx.failed_keys
     candidates = [key for key in order if key not in failed]
-    return next((key for key in candidates if ctx.is_available(key)), None) or soonest_available(candidates)
+    return next((key for key in candidates if ctx.is_available(key)), None) or soonest_available(
+        [key for key in candidates if ctx._unserved_need(key) is None]
+    )
 
 
 def _available_or(pick: str, other: str, ctx: RoutingContext) -> str:
-    """``pick``, unless its health says no and ``other``'s says yes."""
-    return other if not ctx.is_available(pick) and ctx.is_available(other) else pick
+    """``pick``, unless it is unavailable and ``other`` is not, or only ``other`` can serve the request."""
+    if ctx.is_available(pick):
+        return pick
+    if ctx.is_available(other) or (
+        ctx._unserved_need(pick) is not None and ctx._unserved_need(other) is None
+    ):
+        return other
+    return pick
 
 
 async def _resolve(value: Any) -> Any:
