@@ -857,9 +857,17 @@ class RoutedCall:
     def _others_available(self, key: str) -> bool:
         """Whether a routed key other than ``key``, not failed in this call, is available now."""
         return any(
-            other != key and other not in self._errors and _available(self._settings, other)
+            other != key
+            and other not in self._errors
+            and _available(self._settings, other)
+            and self._can_serve(other)
             for other in self._candidates()
         )
+
+    def _can_serve(self, key: str) -> bool:
+        """Whether ``key``'s model has what the request needs (always true of an agent)."""
+        model = self._models[key]
+        return not isinstance(model, BaseLlm) or unserved_need(model, self._subject) is None
 
     def _first_response_limit(self, key: str) -> tuple[float | None, bool]:
         """The seconds ``key`` may take to its first response, and whether the deadline sets them."""
