@@ -39,7 +39,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from google.adk.models.llm_request import LlmRequest
 
-__all__ = ["RequestSnapshot"]
+__all__ = ["RequestSnapshot", "record_values"]
 
 _LEAF_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
 # Distinct combinations of set fields remembered per model class; past this, a
@@ -308,3 +308,22 @@ class RequestSnapshot:
         for entries, saved_entries in self._dicts:
             entries.clear()
             entries.update(saved_entries)
+
+
+def record_values(value: Any) -> RequestSnapshot | None:
+    """Records, in place, the lists, dicts and pydantic models reachable from ``value``.
+
+    A ``RoutedAgent`` records each session-state value an attempt reads this
+    way, to undo in-place edits of it. Nothing is copied or compared: the
+    record holds each container's shallow state, and restoring writes it
+    back into the same objects.
+
+    Returns:
+        A snapshot to :meth:`~RequestSnapshot.restore`, or None when
+        ``value`` is not a list, dict or pydantic model (nothing to record).
+    """
+    if type(value) is not list and type(value) is not dict and _layouts_of(type(value)) is None:
+        return None
+    snapshot = RequestSnapshot()
+    snapshot._record_graph([value], set())
+    return snapshot

@@ -1,0 +1,325 @@
+"""Undoing what one failed attempt of a ``RoutedAgent`` wrote: session state and artifacts.
+
+ADK writes state straight into the session's state dict (``State.__setitem__``
+does, and so does the runner when it applies an event's ``state_delta``). To
+undo an attempt exactly, and pay only for what it touches, the session's
+state dict is replaced once per invocation by a :class:`TrackedState`: a
+``dict`` holding the same entries (a shallow copy of the key table; no value
+is copied) that tells the attempt running in the current task, through a
+context variable, about every key it reads or writes.
+
+* The first write to a key records whether the key existed and its value
+  (a reference). Undo puts that value back, or removes the key.
+* The first read of a key records, in place, the lists, dicts and pydantic
+  models reachable from its value (:func:`~routed_llm.rollback.record_values`,
+  the same record that rolls back a model request). Undo writes that record
+  back into the same objects, so an in-place edit is undone and every object
+  keeps its identity. Other objects (numpy arrays, clients, locks, budgets,
+  class instances) are shared, never copied or compared, and edits inside
+  them stay.
+* A key that another task (a ``ParallelAgent`` sibling, the runner applying
+  a sibling's event) writes while the attempt runs is left to that writer.
+
+Nothing is compared or hashed but the keys, and no value is copied.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+from google.adk.artifacts.base_artifact_service import ArtifactVersion, BaseArtifactService
+from google.genai import types
+from typing_extensions import override
+
+from routed_llm.rollback import record_values
+
+__all__ = ["Attempt", "RecordingArtifacts", "TrackedState", "current_attempt"]
+
+_MISSING: Any = object()
+_attempt: ContextVar[Attempt | None] = ContextVar("routed_llm_agent_attempt", default=None)
+
+
+def current_attempt() -> ContextVar[Attempt | None]:
+    """The context variable naming the attempt that runs in the current task, if any."""
+    return _attempt
+
+
+class TrackedState(dict[str, Any]):
+    """A session's state dict that reports reads and writes to the attempts running on it.
+
+    Outside an attempt it is a plain dict with one list check per access.
+    Copies (``copy``, ``deepcopy``, pickling) are plain dicts.
+    """
+
+    __slots__ = ("attempts",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.attempts: list[Attempt] = []
+
+    def __getitem__(self, key: str) -> Any:
+        value = dict.__getitem__(self, key)
+        if self.attempts:
+            attempt = _attempt.get()
+            while attempt is not None:
+                if attempt.state is self:
+                    attempt.read(key, value)
+                attempt = attempt.parent
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[key] if key in self else default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self.attempts:
+            self._before_write(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if self.attempts:
+            self._before_write(key)
+        dict.__delitem__(self, key)
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        if self.attempts:
+            self._before_write(key)
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        if self.attempts and self:
+            self._before_write(next(reversed(self)))
+        return dict.popitem(self)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        self[key] = default
+        return default
+
+    def update(self, *others: Any, **values: Any) -> None:  # type: ignore[override]
+        if not self.attempts:
+            dict.update(self, *others, **values)
+            return
+        for key, value in dict(*others, **values).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> TrackedState:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        if self.attempts:
+            for key in list(self):
+                self._before_write(key)
+        dict.clear(self)
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
+        return (dict, (dict(self),))
+
+    def _before_write(self, key: str) -> None:
+        """Tells the writing attempt (and those it runs in) to record ``key``, and the others to drop it."""
+        writers: list[Attempt] = []
+        attempt = _attempt.get()
+        while attempt is not None:
+            if attempt.state is self:
+                attempt.wrote(key)
+            writers.append(attempt)
+            attempt = attempt.parent
+        for other in self.attempts:
+            if all(other is not writer for writer in writers):
+                other.lose(key)
+
+
+class Attempt:
+    """What one attempt read and wrote in a :class:`TrackedState`, to undo it.
+
+    Args:
+        state: The session's state, already a :class:`TrackedState`.
+
+    The attempt that is current when this one is made (a ``RoutedAgent``
+    running inside another's attempt) is its parent: what this attempt
+    writes, its parent records too.
+    """
+
+    __slots__ = ("_records", "parent", "state")
+
+    def __init__(self, state: TrackedState) -> None:
+        self.state = state
+        self.parent = _attempt.get()
+        # Per key: whether it existed, its value then, and the record of that value's containers.
+        self._records: dict[str, tuple[bool, Any, Any]] = {}
+        state.attempts.append(self)
+
+    def read(self, key: str, value: Any) -> None:
+        """Records ``value``'s containers, the first time the attempt reads the value it found."""
+        record = self._records.get(key)
+        if record is None:
+            self._records[key] = (True, value, record_values(value))
+        elif record[2] is None and record[0] and record[1] is value:
+            self._records[key] = (True, value, record_values(value))
+
+    def wrote(self, key: str) -> None:
+        """Records what ``key`` held before the attempt's first write to it."""
+        if key not in self._records:
+            value = dict.get(self.state, key, _MISSING)
+            self._records[key] = (value is not _MISSING, value, None)
+
+    def lose(self, key: str) -> None:
+        """Leaves ``key`` to another writer: it is not undone."""
+        self._records.pop(key, None)
+
+    def undo(self) -> None:
+        """Puts back, in place, every key the attempt read or wrote, and ends the attempt."""
+        state = self.state
+        for key, (existed, value, containers) in self._records.items():
+            if containers is not None:
+                containers.restore()
+            if not existed:
+                dict.pop(state, key, None)
+            elif dict.get(state, key, _MISSING) is not value:
+                dict.__setitem__(state, key, value)
+        self.end()
+
+    def end(self) -> None:
+        """Stops recording: the attempt committed, or was undone."""
+        self._records = {}
+        if self in self.state.attempts:
+            self.state.attempts.remove(self)
+
+
+class RecordingArtifacts(BaseArtifactService):
+    """An artifact service that records what one attempt saves, to delete it if the attempt fails.
+
+    Args:
+        service: The invocation's artifact service; every call goes to it.
+    """
+
+    def __init__(self, service: BaseArtifactService) -> None:
+        self._service = service
+        self._recording = True
+        # Per (user_id, session_id, filename): the first version the attempt saved.
+        self.saved: dict[tuple[str, str | None, str], int] = {}
+        self._app_name = ""
+
+    def stop(self) -> None:
+        """Stops recording: the attempt committed."""
+        self._recording = False
+        self.saved = {}
+
+    async def undo(self) -> None:
+        """Deletes what the attempt created; supersedes a version it added with the one before it.
+
+        ADK's artifact services delete an artifact with every version, and
+        cannot delete one version: a version added to an existing artifact
+        stays loadable by its number, and the version before it is saved
+        again on top, so loading the latest gives what was there before.
+        """
+        saved, self.saved = self.saved, {}
+        self._recording = False
+        for (user_id, session_id, filename), version in saved.items():
+            where = {"app_name": self._app_name, "user_id": user_id, "session_id": session_id}
+            if version == 0:
+                await self._service.delete_artifact(filename=filename, **where)
+                continue
+            before = await self._service.load_artifact(filename=filename, version=version - 1, **where)
+            if before is not None:
+                await self._service.save_artifact(filename=filename, artifact=before, **where)
+
+    @override
+    async def save_artifact(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        filename: str,
+        artifact: types.Part | dict[str, Any],
+        session_id: str | None = None,
+        custom_metadata: dict[str, Any] | None = None,
+    ) -> int:
+        version = await self._service.save_artifact(
+            app_name=app_name,
+            user_id=user_id,
+            filename=filename,
+            artifact=artifact,
+            session_id=session_id,
+            custom_metadata=custom_metadata,
+        )
+        if self._recording:
+            self._app_name = app_name
+            self.saved.setdefault((user_id, session_id, filename), version)
+        return version
+
+    @override
+    async def load_artifact(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        filename: str,
+        session_id: str | None = None,
+        version: int | None = None,
+    ) -> types.Part | None:
+        return await self._service.load_artifact(
+            app_name=app_name, user_id=user_id, filename=filename, session_id=session_id, version=version
+        )
+
+    @override
+    async def list_artifact_keys(self, *, app_name: str, user_id: str, session_id: str | None = None) -> list[str]:
+        return await self._service.list_artifact_keys(app_name=app_name, user_id=user_id, session_id=session_id)
+
+    @override
+    async def delete_artifact(
+        self, *, app_name: str, user_id: str, filename: str, session_id: str | None = None
+    ) -> None:
+        await self._service.delete_artifact(
+            app_name=app_name, user_id=user_id, filename=filename, session_id=session_id
+        )
+
+    @override
+    async def list_versions(
+        self, *, app_name: str, user_id: str, filename: str, session_id: str | None = None
+    ) -> list[int]:
+        return await self._service.list_versions(
+            app_name=app_name, user_id=user_id, filename=filename, session_id=session_id
+        )
+
+    @override
+    async def list_artifact_versions(
+        self, *, app_name: str, user_id: str, filename: str, session_id: str | None = None
+    ) -> list[ArtifactVersion]:
+        return await self._service.list_artifact_versions(
+            app_name=app_name, user_id=user_id, filename=filename, session_id=session_id
+        )
+
+    @override
+    async def get_artifact_version(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        filename: str,
+        session_id: str | None = None,
+        version: int | None = None,
+    ) -> ArtifactVersion | None:
+        return await self._service.get_artifact_version(
+            app_name=app_name, user_id=user_id, filename=filename, session_id=session_id, version=version
+        )
+
+
+def tracked(state: dict[str, Any]) -> TrackedState:
+    """``state`` if it is tracked already, else a :class:`TrackedState` holding its entries."""
+    return state if isinstance(state, TrackedState) else TrackedState(state)
+
+
+def own_keys(keys: Iterable[str], names: set[str]) -> list[str]:
+    """The agent-state keys (an agent name, or a node path ending in ``name@run``) of the agents ``names``."""
+    return [key for key in keys if key.split("/")[-1].rsplit("@", 1)[0] in names]

@@ -1,0 +1,513 @@
+"""RoutedAgent's rollback of a failed attempt, its held events, error events, time limits and health.
+
+Every test runs through a real ADK runner: ``InMemoryRunner``, or ``Runner`` on ADK's
+``SqliteSessionService``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import in_order, make_runner, run_agent, texts
+from google.adk.agents import BaseAgent, LlmAgent, ParallelAgent, SequentialAgent
+from google.adk.agents.callback_context import CallbackContext
+from google.adk.agents.invocation_context import InvocationContext
+from google.adk.apps import App
+from google.adk.artifacts import InMemoryArtifactService
+from google.adk.events import Event, EventActions
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+from google.adk.models.base_llm import BaseLlm
+from google.adk.runners import Runner
+from google.adk.sessions.sqlite_session_service import SqliteSessionService
+from google.genai import types
+
+from routed_llm import DeadlineExceeded, HealthTracker, RoutedAgent, RoutingPlugin
+from routed_llm.strategies import FallbackStrategy
+from routed_llm.testing import ScriptedLlm
+
+RECORD = "routed_agent"
+
+WORKFLOW_AGENTS_DEPRECATED = pytest.mark.filterwarnings(
+    "ignore:(Sequential|Parallel)Agent is deprecated in favor of Workflow:DeprecationWarning"
+)
+
+
+def llm_agent(name: str, *script: object, **kwargs: Any) -> LlmAgent:
+    return LlmAgent(name=name, model=ScriptedLlm(model=f"{name}-model", script=list(script)), **kwargs)
+
+
+def echo_agent(name: str, instruction: str) -> LlmAgent:
+    """An LlmAgent whose model answers with the first line of the system instruction it was given."""
+    model = ScriptedLlm(
+        model=f"{name}-model", script=lambda request: str(request.config.system_instruction).split("\n")[0]
+    )
+    return LlmAgent(name=name, model=model, instruction=instruction)
+
+
+def routed(agents: dict[str, BaseAgent], router: object, **kwargs: Any) -> RoutedAgent:
+    return RoutedAgent(name="support", agents=agents, router=router, **kwargs)
+
+
+def answers(events: list[Event]) -> list[str]:
+    return texts([event for event in events if not event.partial])
+
+
+class Fails(BaseAgent):
+    """Raises ConnectionError after running ``act`` on its context, before any event."""
+
+    act: Any = None
+
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        if self.act is not None:
+            self.act(ctx)
+        raise ConnectionError("down")
+        yield
+
+
+class Says(BaseAgent):
+    """Answers with ``see(ctx)``."""
+
+    see: Any = None
+
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        yield Event(author=self.name, content=types.ModelContent(str(self.see(ctx))))
+
+
+class Hangs(BaseLlm):
+    """A model that waits for an event nobody sets."""
+
+    async def generate_content_async(
+        self, llm_request: LlmRequest, stream: bool = False
+    ) -> AsyncGenerator[LlmResponse, None]:
+        await asyncio.Event().wait()
+        yield LlmResponse()
+
+
+async def session_with(runner: Runner, state: dict[str, Any]) -> str:
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user", state=state)
+    return session.id
+
+
+# 1. Held bookkeeping events ----------------------------------------------------------------------
+
+
+class Classify(BaseAgent):
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        yield Event(author=self.name, actions=EventActions(state_delta={"topic": "refunds"}))
+
+
+@WORKFLOW_AGENTS_DEPRECATED
+async def test_a_held_state_delta_is_seen_by_the_next_step_of_a_routed_pipeline() -> None:
+    pipeline = SequentialAgent(
+        name="pipeline", sub_agents=[Classify(name="classify"), echo_agent("answer", "Topic: {topic}")]
+    )
+    agent = routed({"pipeline": pipeline}, in_order(["pipeline"]))
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["Topic: refunds"]
+
+
+@WORKFLOW_AGENTS_DEPRECATED
+async def test_a_held_state_delta_is_undone_when_the_pipeline_fails_before_output() -> None:
+    pipeline = SequentialAgent(
+        name="pipeline", sub_agents=[Classify(name="classify"), llm_agent("answer", ConnectionError("down"))]
+    )
+    general = Says(name="general", see=lambda ctx: ctx.session.state.get("topic", "no topic"))
+    agent = routed({"pipeline": pipeline, "general": general}, in_order(["pipeline", "general"]))
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["no topic"]
+
+
+# 2. Array-like values ------------------------------------------------------------------------------
+
+
+async def test_failover_works_with_a_numpy_array_in_the_state() -> None:
+    def overwrite(ctx: InvocationContext) -> None:
+        ctx.session.state["embedding"] = np.zeros(3)
+
+    general = Says(name="general", see=lambda ctx: ctx.session.state["embedding"].tolist())
+    agent = routed({"flaky": Fails(name="flaky", act=overwrite), "general": general}, in_order(["flaky", "general"]))
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {"embedding": np.ones(3)})
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
+
+    assert answers(events) == ["[1.0, 1.0, 1.0]"]
+
+
+async def test_a_timeout_around_a_turn_with_a_numpy_array_in_the_state_raises_timeout_error() -> None:
+    def embed_query(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:query"] = np.ones(3)
+
+    slow = LlmAgent(name="slow", model=Hangs(model="hangs"), before_agent_callback=embed_query)
+    agent = routed({"slow": slow}, in_order(["slow"]))
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {"embedding": np.ones(3)})
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await run_agent(agent, "hi", runner=runner, session_id=session_id)
+
+
+# 3. A ParallelAgent sibling's temp: state ---------------------------------------------------------
+
+
+@WORKFLOW_AGENTS_DEPRECATED
+async def test_a_parallel_siblings_committed_temp_state_survives_a_failed_attempt() -> None:
+    committed = asyncio.Event()
+
+    def done(callback_context: CallbackContext) -> None:
+        committed.set()
+
+    class FailsAfterSibling(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            await committed.wait()
+            raise ConnectionError("down")
+            yield
+
+    researcher = llm_agent("researcher", "found it", output_key="temp:research", after_agent_callback=done)
+    support = routed(
+        {"flaky": FailsAfterSibling(name="flaky"), "general": Says(name="general", see=lambda ctx: "G")},
+        in_order(["flaky", "general"]),
+    )
+    root = SequentialAgent(
+        name="root",
+        sub_agents=[
+            ParallelAgent(name="fan_out", sub_agents=[researcher, support]),
+            echo_agent("writer", "Research: {temp:research}"),
+        ],
+    )
+
+    events, _ = await run_agent(root, "hi")
+
+    assert answers(events)[-1] == "Research: found it"
+
+
+# 4. Duplicate names anywhere in the routed trees -----------------------------------------------------
+
+
+def test_a_name_used_twice_below_the_routed_agents_is_refused_naming_both_paths() -> None:
+    def arm(name: str) -> SequentialAgent:
+        return SequentialAgent(name=name, sub_agents=[llm_agent("refunds", "ok")])
+
+    with pytest.raises(ValueError, match=r"basic/refunds.*premium/refunds"):
+        routed({"basic": arm("basic"), "premium": arm("premium")}, in_order(["basic"]))
+
+
+def test_a_routed_agent_named_like_a_descendant_of_an_arm_is_refused() -> None:
+    arm = SequentialAgent(name="arm", sub_agents=[llm_agent("support", "ok")])
+
+    with pytest.raises(ValueError, match=r"arm/support"):
+        routed({"arm": arm}, in_order(["arm"]))
+
+
+# 5. No copy of the session state on a turn without failure ----------------------------------------
+
+
+class CountsCopies:
+    """A state value that counts how often it is deep-copied."""
+
+    copies = 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CountsCopies:
+        type(self).copies += 1
+        return self
+
+
+async def copies_in_one_turn(agent: BaseAgent) -> int:
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {"blob": CountsCopies()})
+    CountsCopies.copies = 0
+    await run_agent(agent, "hi", runner=runner, session_id=session_id)
+    return CountsCopies.copies
+
+
+async def test_a_turn_without_failure_copies_no_state_value_beyond_what_adk_copies() -> None:
+    unrouted = await copies_in_one_turn(llm_agent("solo", "Hello!"))
+    routed_copies = await copies_in_one_turn(routed({"solo": llm_agent("solo", "Hello!")}, in_order(["solo"])))
+
+    assert routed_copies == unrouted
+
+
+# 6. Identity of values the attempt did not change ----------------------------------------------------
+
+
+class Budget:
+    def __init__(self) -> None:
+        self.spent = 0
+
+
+async def test_a_value_the_failed_attempt_only_read_keeps_its_identity() -> None:
+    budget = Budget()
+    seen: list[object] = []
+
+    def charge(ctx: InvocationContext) -> None:
+        seen.append(ctx.session.state["temp:budget"])
+        ctx.session.state["temp:budget"].spent += 1
+
+    def put_budget(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:budget"] = budget
+
+    general = Says(name="general", see=lambda ctx: seen.append(ctx.session.state["temp:budget"]))
+    agent = routed(
+        {"flaky": Fails(name="flaky", act=charge), "general": general},
+        in_order(["flaky", "general"]),
+        before_agent_callback=put_budget,
+    )
+
+    await run_agent(agent, "hi")
+
+    assert seen[0] is budget
+    assert seen[1] is budget
+    assert budget.spent == 1
+
+
+async def test_values_nobody_touched_keep_their_identity_after_a_failed_attempt() -> None:
+    budget = Budget()
+    seen: list[object] = []
+
+    def put_budget(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:budget"] = budget
+
+    def write_other(ctx: InvocationContext) -> None:
+        ctx.session.state["plan"] = "gold"
+
+    general = Says(name="general", see=lambda ctx: seen.append(ctx.session.state["temp:budget"]))
+    agent = routed(
+        {"flaky": Fails(name="flaky", act=write_other), "general": general},
+        in_order(["flaky", "general"]),
+        before_agent_callback=put_budget,
+    )
+
+    await run_agent(agent, "hi")
+
+    assert seen == [budget]
+
+
+# 7. A value that cannot be deep-copied ----------------------------------------------------------------
+
+
+async def test_an_uncopyable_value_leaves_nested_rollback_of_other_keys_exact() -> None:
+    client = httpx.AsyncClient()
+
+    def put_client(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:http"] = client
+
+    def add_to_cart(ctx: InvocationContext) -> None:
+        ctx.session.state["cart"].append("extra")
+
+    general = Says(name="general", see=lambda ctx: ctx.session.state["cart"])
+    agent = routed(
+        {"flaky": Fails(name="flaky", act=add_to_cart), "general": general},
+        in_order(["flaky", "general"]),
+        before_agent_callback=put_client,
+    )
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {"cart": ["book"]})
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
+    await client.aclose()
+
+    assert answers(events) == ["['book']"]
+
+
+# 8. Artifacts ------------------------------------------------------------------------------------------
+
+
+def save_draft(text: str):  # noqa: ANN201 - a callback of ADK's shape
+    async def save(callback_context: CallbackContext) -> None:
+        await callback_context.save_artifact("draft.txt", types.Part(text=text))
+
+    return save
+
+
+async def load_draft(ctx: InvocationContext) -> str | None:
+    part = await ctx.artifact_service.load_artifact(
+        app_name=ctx.app_name, user_id=ctx.user_id, session_id=ctx.session.id, filename="draft.txt"
+    )
+    return None if part is None else part.text
+
+
+class LoadsDraft(BaseAgent):
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        yield Event(author=self.name, content=types.ModelContent(str(await load_draft(ctx))))
+
+
+async def test_an_artifact_a_failed_attempt_created_is_deleted() -> None:
+    flaky = llm_agent("flaky", ConnectionError("down"), before_agent_callback=save_draft("bad draft"))
+    agent = routed({"flaky": flaky, "general": LoadsDraft(name="general")}, in_order(["flaky", "general"]))
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["None"]
+
+
+async def test_a_version_a_failed_attempt_added_is_superseded_by_the_version_before_it() -> None:
+    flaky = llm_agent("flaky", ConnectionError("down"), before_agent_callback=save_draft("bad draft"))
+    agent = routed(
+        {"flaky": flaky, "general": LoadsDraft(name="general")},
+        in_order(["flaky", "general"]),
+        before_agent_callback=save_draft("good draft"),
+    )
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["good draft"]
+
+
+# 9. Error events ---------------------------------------------------------------------------------------
+
+
+async def test_a_transient_error_event_fails_over_to_the_next_agent() -> None:
+    exhausted = LlmResponse(error_code="RESOURCE_EXHAUSTED", error_message="quota")
+    agent = routed(
+        {"primary": llm_agent("primary", exhausted), "general": llm_agent("general", "Hello!")},
+        FallbackStrategy(["primary", "general"]),
+    )
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["Hello!"]
+    assert events[-1].custom_metadata[RECORD]["failed_keys"] == ["primary"]
+
+
+async def test_a_refusal_event_is_output_as_it_is_without_failing_over() -> None:
+    refusal = LlmResponse(error_code="SAFETY", finish_reason=types.FinishReason.SAFETY)
+    general = llm_agent("general", "Hello!")
+    agent = routed(
+        {"primary": llm_agent("primary", refusal), "general": general},
+        FallbackStrategy(["primary", "general"]),
+    )
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert [event.error_code for event in events] == ["SAFETY"]
+    assert events[0].custom_metadata[RECORD]["key"] == "primary"
+    assert general.model.calls == []
+
+
+# 10. Time limits and health ------------------------------------------------------------------------------
+
+
+async def test_a_hung_agent_costs_its_first_response_timeout_then_fails_over() -> None:
+    agent = routed(
+        {"slow": LlmAgent(name="slow", model=Hangs(model="hangs")), "general": llm_agent("general", "Hello!")},
+        in_order(["slow", "general"]),
+        first_response_timeout={"slow": 0.01},
+    )
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["Hello!"]
+    assert events[-1].custom_metadata[RECORD]["errors"] == {"slow": "AttemptTimeout"}
+
+
+async def test_the_deadline_ends_a_turn_whose_agents_all_hang() -> None:
+    agent = routed(
+        {"slow": LlmAgent(name="slow", model=Hangs(model="hangs"))}, in_order(["slow"]), deadline=0.01
+    )
+
+    with pytest.raises(DeadlineExceeded):
+        await run_agent(agent, "hi")
+
+
+async def test_a_failed_agent_is_skipped_by_the_health_tracker_on_the_next_turn() -> None:
+    health = HealthTracker(failure_threshold=1, cooldown=60, clock=lambda: 0.0)
+    flaky = llm_agent("flaky", ConnectionError("down"))
+    agent = routed(
+        {"flaky": flaky, "general": llm_agent("general", "one", "two")},
+        FallbackStrategy(["flaky", "general"]),
+        health=health,
+    )
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {})
+
+    await run_agent(agent, "hi", runner=runner, session_id=session_id)
+    events, _ = await run_agent(agent, "again", runner=runner, session_id=session_id)
+
+    assert answers(events) == ["two"]
+    assert len(flaky.model.calls) == 1
+    assert not health.is_available("flaky")
+
+
+def test_time_limits_are_checked_at_construction() -> None:
+    with pytest.raises(ValueError, match="first_response_timeout"):
+        routed({"a": llm_agent("a", "x")}, in_order(["a"]), first_response_timeout=0)
+    with pytest.raises(TypeError, match="health"):
+        routed({"a": llm_agent("a", "x")}, in_order(["a"]), health="yes")
+
+
+# Docs: tool errors, after_agent_callback ------------------------------------------------------------------
+
+
+async def test_a_tool_error_after_the_function_call_event_propagates_without_failover() -> None:
+    def lookup(order_id: str) -> str:
+        """Looks an order up."""
+        raise LookupError(order_id)
+
+    call = types.Part(function_call=types.FunctionCall(name="lookup", args={"order_id": "7"}))
+    general = llm_agent("general", "Hello!")
+    agent = routed(
+        {"tools": llm_agent("tools", call, tools=[lookup]), "general": general}, in_order(["tools", "general"])
+    )
+
+    with pytest.raises(LookupError):
+        await run_agent(agent, "hi")
+    assert general.model.calls == []
+
+
+async def test_an_event_from_the_routed_agents_after_agent_callback_carries_the_route() -> None:
+    def sign_off(callback_context: CallbackContext) -> types.Content:
+        return types.ModelContent("Bye.")
+
+    agent = routed({"general": llm_agent("general", "Hello!")}, in_order(["general"]), after_agent_callback=sign_off)
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["Hello!", "Bye."]
+    assert events[-1].custom_metadata[RECORD]["key"] == "general"
+
+
+# On ADK's SqliteSessionService -------------------------------------------------------------------------
+
+
+async def test_on_sqlite_a_failed_attempts_writes_are_undone_and_a_pipeline_sees_held_state(
+    tmp_path: Path,
+) -> None:
+    pipeline = SequentialAgent(
+        name="pipeline", sub_agents=[Classify(name="classify"), echo_agent("answer", "Topic: {topic}")]
+    )
+
+    def write(ctx: InvocationContext) -> None:
+        ctx.session.state["plan"] = "gold"
+        ctx.session.state["items"].append("extra")
+
+    agent = routed({"flaky": Fails(name="flaky", act=write), "pipeline": pipeline}, in_order(["flaky", "pipeline"]))
+    runner = Runner(
+        app=App(name="test_app", root_agent=agent, plugins=[RoutingPlugin()]),
+        session_service=SqliteSessionService(str(tmp_path / "sessions.db")),
+        artifact_service=InMemoryArtifactService(),
+    )
+    session_id = await session_with(runner, {"plan": "basic", "items": []})
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
+
+    stored = await runner.session_service.get_session(app_name="test_app", user_id="user", session_id=session_id)
+    assert answers(events) == ["Topic: refunds"]
+    assert stored is not None
+    assert {key: stored.state[key] for key in ("plan", "items", "topic")} == {
+        "plan": "basic",
+        "items": [],
+        "topic": "refunds",
+    }
+
