@@ -364,7 +364,10 @@ class _Rollback:
         self._ctx = ctx
         ctx.session.state = tracked(ctx.session.state)
         self._own_agents = _subtree_names(agent) - {agent.name}
-        self._saved_agents = (ctx.agent_states.copy(), ctx.end_of_agents.copy())
+        self._saved_agents: tuple[dict[str, Any], dict[str, Any]] = (
+            dict(ctx.agent_states),
+            dict(ctx.end_of_agents),
+        )
         self._attempt: Attempt | None = None
         self._artifacts: RecordingArtifacts | None = None
 
@@ -408,8 +411,9 @@ class _Rollback:
         """Undoes the failed attempt's state changes, and its own agents' states."""
         if self._attempt is not None:
             self._attempt.undo()
-        for values, saved in zip((self._ctx.agent_states, self._ctx.end_of_agents), self._saved_agents, strict=True):
-            for key in own_keys(list(values) + list(saved), self._own_agents):
+        current: tuple[dict[str, Any], dict[str, Any]] = (self._ctx.agent_states, self._ctx.end_of_agents)
+        for values, saved in zip(current, self._saved_agents, strict=True):
+            for key in own_keys([*values, *saved], self._own_agents):
                 if key not in saved:
                     values.pop(key, None)
                 elif values.get(key) is not saved[key]:

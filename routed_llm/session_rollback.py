@@ -70,8 +70,9 @@ class TrackedState(dict[str, Any]):
                 attempt = attempt.parent
         return value
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        return self[key] if key in self else default
+    def get(self, key: str, default: Any = None) -> Any:
+        """``state[key]``, read as ``__getitem__`` reads it, or ``default``."""
+        return self[key] if key in self else default  # noqa: SIM401 - dict.get would skip the read's record.
 
     def __setitem__(self, key: str, value: Any) -> None:
         if self.attempts:
@@ -83,23 +84,27 @@ class TrackedState(dict[str, Any]):
             self._before_write(key)
         dict.__delitem__(self, key)
 
-    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, key: str, *default: Any) -> Any:
+        """``dict.pop``, recorded as a write."""
         if self.attempts:
             self._before_write(key)
         return dict.pop(self, key, *default)
 
     def popitem(self) -> tuple[str, Any]:
+        """``dict.popitem``, recorded as a write."""
         if self.attempts and self:
             self._before_write(next(reversed(self)))
         return dict.popitem(self)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
+        """``dict.setdefault``, recorded as a read or a write."""
         if key in self:
             return self[key]
         self[key] = default
         return default
 
-    def update(self, *others: Any, **values: Any) -> None:  # type: ignore[override]
+    def update(self, *others: Any, **values: Any) -> None:
+        """``dict.update``, each key recorded as a write."""
         if not self.attempts:
             dict.update(self, *others, **values)
             return
@@ -111,6 +116,7 @@ class TrackedState(dict[str, Any]):
         return self
 
     def clear(self) -> None:
+        """``dict.clear``, each key recorded as a write."""
         if self.attempts:
             for key in list(self):
                 self._before_write(key)
@@ -162,9 +168,7 @@ class Attempt:
     def read(self, key: str, value: Any) -> None:
         """Records ``value``'s containers, the first time the attempt reads the value it found."""
         record = self._records.get(key)
-        if record is None:
-            self._records[key] = (True, value, record_values(value))
-        elif record[2] is None and record[0] and record[1] is value:
+        if record is None or (record[2] is None and record[0] and record[1] is value):
             self._records[key] = (True, value, record_values(value))
 
     def wrote(self, key: str) -> None:
@@ -225,14 +229,28 @@ class RecordingArtifacts(BaseArtifactService):
         """
         saved, self.saved = self.saved, {}
         self._recording = False
+        service, app_name = self._service, self._app_name
         for (user_id, session_id, filename), version in saved.items():
-            where = {"app_name": self._app_name, "user_id": user_id, "session_id": session_id}
             if version == 0:
-                await self._service.delete_artifact(filename=filename, **where)
+                await service.delete_artifact(
+                    app_name=app_name, user_id=user_id, session_id=session_id, filename=filename
+                )
                 continue
-            before = await self._service.load_artifact(filename=filename, version=version - 1, **where)
+            before = await service.load_artifact(
+                app_name=app_name,
+                user_id=user_id,
+                session_id=session_id,
+                filename=filename,
+                version=version - 1,
+            )
             if before is not None:
-                await self._service.save_artifact(filename=filename, artifact=before, **where)
+                await service.save_artifact(
+                    app_name=app_name,
+                    user_id=user_id,
+                    session_id=session_id,
+                    filename=filename,
+                    artifact=before,
+                )
 
     @override
     async def save_artifact(
@@ -273,8 +291,12 @@ class RecordingArtifacts(BaseArtifactService):
         )
 
     @override
-    async def list_artifact_keys(self, *, app_name: str, user_id: str, session_id: str | None = None) -> list[str]:
-        return await self._service.list_artifact_keys(app_name=app_name, user_id=user_id, session_id=session_id)
+    async def list_artifact_keys(
+        self, *, app_name: str, user_id: str, session_id: str | None = None
+    ) -> list[str]:
+        return await self._service.list_artifact_keys(
+            app_name=app_name, user_id=user_id, session_id=session_id
+        )
 
     @override
     async def delete_artifact(

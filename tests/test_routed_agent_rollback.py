@@ -21,9 +21,9 @@ from google.adk.agents.invocation_context import InvocationContext
 from google.adk.apps import App
 from google.adk.artifacts import InMemoryArtifactService
 from google.adk.events import Event, EventActions
+from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
-from google.adk.models.base_llm import BaseLlm
 from google.adk.runners import Runner
 from google.adk.sessions.sqlite_session_service import SqliteSessionService
 from google.genai import types
@@ -136,7 +136,9 @@ async def test_failover_works_with_a_numpy_array_in_the_state() -> None:
         ctx.session.state["embedding"] = np.zeros(3)
 
     general = Says(name="general", see=lambda ctx: ctx.session.state["embedding"].tolist())
-    agent = routed({"flaky": Fails(name="flaky", act=overwrite), "general": general}, in_order(["flaky", "general"]))
+    agent = routed(
+        {"flaky": Fails(name="flaky", act=overwrite), "general": general}, in_order(["flaky", "general"])
+    )
     runner = make_runner(agent)
     session_id = await session_with(runner, {"embedding": np.ones(3)})
 
@@ -234,7 +236,9 @@ async def copies_in_one_turn(agent: BaseAgent) -> int:
 
 async def test_a_turn_without_failure_copies_no_state_value_beyond_what_adk_copies() -> None:
     unrouted = await copies_in_one_turn(llm_agent("solo", "Hello!"))
-    routed_copies = await copies_in_one_turn(routed({"solo": llm_agent("solo", "Hello!")}, in_order(["solo"])))
+    routed_copies = await copies_in_one_turn(
+        routed({"solo": llm_agent("solo", "Hello!")}, in_order(["solo"]))
+    )
 
     assert routed_copies == unrouted
 
@@ -324,7 +328,7 @@ async def test_an_uncopyable_value_leaves_nested_rollback_of_other_keys_exact() 
 # 8. Artifacts ------------------------------------------------------------------------------------------
 
 
-def save_draft(text: str):  # noqa: ANN201 - a callback of ADK's shape
+def save_draft(text: str) -> Any:
     async def save(callback_context: CallbackContext) -> None:
         await callback_context.save_artifact("draft.txt", types.Part(text=text))
 
@@ -401,7 +405,10 @@ async def test_a_refusal_event_is_output_as_it_is_without_failing_over() -> None
 
 async def test_a_hung_agent_costs_its_first_response_timeout_then_fails_over() -> None:
     agent = routed(
-        {"slow": LlmAgent(name="slow", model=Hangs(model="hangs")), "general": llm_agent("general", "Hello!")},
+        {
+            "slow": LlmAgent(name="slow", model=Hangs(model="hangs")),
+            "general": llm_agent("general", "Hello!"),
+        },
         in_order(["slow", "general"]),
         first_response_timeout={"slow": 0.01},
     )
@@ -458,7 +465,8 @@ async def test_a_tool_error_after_the_function_call_event_propagates_without_fai
     call = types.Part(function_call=types.FunctionCall(name="lookup", args={"order_id": "7"}))
     general = llm_agent("general", "Hello!")
     agent = routed(
-        {"tools": llm_agent("tools", call, tools=[lookup]), "general": general}, in_order(["tools", "general"])
+        {"tools": llm_agent("tools", call, tools=[lookup]), "general": general},
+        in_order(["tools", "general"]),
     )
 
     with pytest.raises(LookupError):
@@ -470,7 +478,9 @@ async def test_an_event_from_the_routed_agents_after_agent_callback_carries_the_
     def sign_off(callback_context: CallbackContext) -> types.Content:
         return types.ModelContent("Bye.")
 
-    agent = routed({"general": llm_agent("general", "Hello!")}, in_order(["general"]), after_agent_callback=sign_off)
+    agent = routed(
+        {"general": llm_agent("general", "Hello!")}, in_order(["general"]), after_agent_callback=sign_off
+    )
 
     events, _ = await run_agent(agent, "hi")
 
@@ -492,7 +502,9 @@ async def test_on_sqlite_a_failed_attempts_writes_are_undone_and_a_pipeline_sees
         ctx.session.state["plan"] = "gold"
         ctx.session.state["items"].append("extra")
 
-    agent = routed({"flaky": Fails(name="flaky", act=write), "pipeline": pipeline}, in_order(["flaky", "pipeline"]))
+    agent = routed(
+        {"flaky": Fails(name="flaky", act=write), "pipeline": pipeline}, in_order(["flaky", "pipeline"])
+    )
     runner = Runner(
         app=App(name="test_app", root_agent=agent, plugins=[RoutingPlugin()]),
         session_service=SqliteSessionService(str(tmp_path / "sessions.db")),
@@ -502,7 +514,9 @@ async def test_on_sqlite_a_failed_attempts_writes_are_undone_and_a_pipeline_sees
 
     events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
 
-    stored = await runner.session_service.get_session(app_name="test_app", user_id="user", session_id=session_id)
+    stored = await runner.session_service.get_session(
+        app_name="test_app", user_id="user", session_id=session_id
+    )
     assert answers(events) == ["Topic: refunds"]
     assert stored is not None
     assert {key: stored.state[key] for key in ("plan", "items", "topic")} == {
@@ -510,4 +524,3 @@ async def test_on_sqlite_a_failed_attempts_writes_are_undone_and_a_pipeline_sees
         "items": [],
         "topic": "refunds",
     }
-
