@@ -162,29 +162,33 @@ class Attempt:
         self.state = state
         self.parent = _attempt.get()
         # Per key: whether it existed, its value then, and the record of that value's containers.
-        self._records: dict[str, tuple[bool, Any, Any]] = {}
+        # None once the attempt ended: a task it started may still run, and is not recorded.
+        self._records: dict[str, tuple[bool, Any, Any]] | None = {}
         state.attempts.append(self)
 
     def read(self, key: str, value: Any) -> None:
         """Records ``value``'s containers, the first time the attempt reads the value it found."""
+        if self._records is None:
+            return
         record = self._records.get(key)
         if record is None or (record[2] is None and record[0] and record[1] is value):
             self._records[key] = (True, value, record_values(value))
 
     def wrote(self, key: str) -> None:
         """Records what ``key`` held before the attempt's first write to it."""
-        if key not in self._records:
+        if self._records is not None and key not in self._records:
             value = dict.get(self.state, key, _MISSING)
             self._records[key] = (value is not _MISSING, value, None)
 
     def lose(self, key: str) -> None:
         """Leaves ``key`` to another writer: it is not undone."""
-        self._records.pop(key, None)
+        if self._records is not None:
+            self._records.pop(key, None)
 
     def undo(self) -> None:
         """Puts back, in place, every key the attempt read or wrote, and ends the attempt."""
         state = self.state
-        for key, (existed, value, containers) in self._records.items():
+        for key, (existed, value, containers) in (self._records or {}).items():
             if containers is not None:
                 containers.restore()
             if not existed:
@@ -195,7 +199,7 @@ class Attempt:
 
     def end(self) -> None:
         """Stops recording: the attempt committed, or was undone."""
-        self._records = {}
+        self._records = None
         if self in self.state.attempts:
             self.state.attempts.remove(self)
 

@@ -27,6 +27,7 @@ from google.adk.models.llm_response import LlmResponse
 from google.adk.runners import Runner
 from google.adk.sessions.sqlite_session_service import SqliteSessionService
 from google.genai import types
+from pydantic import BaseModel
 
 from routed_llm import DeadlineExceeded, HealthTracker, RoutedAgent, RoutingPlugin
 from routed_llm.strategies import FallbackStrategy
@@ -93,6 +94,12 @@ class Hangs(BaseLlm):
 async def session_with(runner: Runner, state: dict[str, Any]) -> str:
     session = await runner.session_service.create_session(app_name="test_app", user_id="user", state=state)
     return session.id
+
+
+async def stored_session(runner: Runner, session_id: str) -> Any:
+    return await runner.session_service.get_session(
+        app_name="test_app", user_id="user", session_id=session_id
+    )
 
 
 # 1. Held bookkeeping events ----------------------------------------------------------------------
@@ -524,3 +531,135 @@ async def test_on_sqlite_a_failed_attempts_writes_are_undone_and_a_pipeline_sees
         "items": [],
         "topic": "refunds",
     }
+
+
+# What is undone, sentence by sentence (docs/routing-between-agents.md) ----------------------------------
+
+
+async def test_writes_and_in_place_edits_through_callback_context_state_are_undone() -> None:
+    def edit(callback_context: CallbackContext, llm_request: LlmRequest) -> None:
+        callback_context.state["plan"] = "gold"
+        callback_context.state["cart"].append("extra")
+        callback_context.state["profile"]["tier"] = "gold"
+
+    flaky = llm_agent("flaky", ConnectionError("down"), before_model_callback=edit)
+    general = Says(name="general", see=lambda ctx: [ctx.session.state.get("plan"), ctx.session.state["cart"]])
+    agent = routed({"flaky": flaky, "general": general}, in_order(["flaky", "general"]))
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {"cart": ["book"], "profile": {"tier": "basic"}})
+
+    events, _ = await run_agent(agent, "こんにちは", runner=runner, session_id=session_id)
+
+    stored = await runner.session_service.get_session(
+        app_name="test_app", user_id="user", session_id=session_id
+    )
+    assert answers(events) == ["[None, ['book']]"]
+    assert stored is not None
+    assert stored.state == {"cart": ["book"], "profile": {"tier": "basic"}}
+
+
+class Note(BaseModel):
+    text: str
+    tags: list[str]
+
+
+async def test_in_place_edits_inside_a_pydantic_model_value_are_undone_and_it_keeps_its_identity() -> None:
+    note = Note(text="draft", tags=["a"])
+    seen: list[object] = []
+
+    def put_note(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:note"] = note
+
+    def edit(ctx: InvocationContext) -> None:
+        value = ctx.session.state["temp:note"]
+        value.text = "changed"
+        value.tags.append("b")
+
+    general = Says(name="general", see=lambda ctx: seen.append(ctx.session.state["temp:note"]))
+    agent = routed(
+        {"flaky": Fails(name="flaky", act=edit), "general": general},
+        in_order(["flaky", "general"]),
+        before_agent_callback=put_note,
+    )
+
+    await run_agent(agent, "hi")
+
+    assert seen == [note]
+    assert seen[0] is note
+    assert note == Note(text="draft", tags=["a"])
+
+
+async def test_in_place_edits_inside_other_objects_are_not_undone() -> None:
+    budget = Budget()
+
+    def put_budget(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:budget"] = budget
+        callback_context.state["temp:embedding"] = np.zeros(2)
+
+    def spend(ctx: InvocationContext) -> None:
+        ctx.session.state["temp:budget"].spent += 1
+        ctx.session.state["temp:embedding"][0] = 1.0
+
+    general = Says(name="general", see=lambda ctx: ctx.session.state["temp:embedding"].tolist())
+    agent = routed(
+        {"flaky": Fails(name="flaky", act=spend), "general": general},
+        in_order(["flaky", "general"]),
+        before_agent_callback=put_budget,
+    )
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert budget.spent == 1
+    assert answers(events) == ["[1.0, 0.0]"]
+
+
+@WORKFLOW_AGENTS_DEPRECATED
+async def test_what_every_branch_of_a_routed_parallel_agent_wrote_is_undone_when_it_fails() -> None:
+    wrote = asyncio.Event()
+
+    class Writes(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            ctx.session.state["temp:branch"] = "written"
+            ctx.session.state["notes"].append("branch")
+            wrote.set()
+            yield Event(author=self.name, actions=EventActions(state_delta={"seen": True}))
+
+    class FailsAfter(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            await wrote.wait()
+            raise ConnectionError("down")
+            yield
+
+    fan_out = ParallelAgent(name="fan_out", sub_agents=[Writes(name="writes"), FailsAfter(name="fails")])
+    general = Says(name="general", see=lambda ctx: sorted(ctx.session.state))
+    agent = routed({"fan_out": fan_out, "general": general}, in_order(["fan_out", "general"]))
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {"notes": []})
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
+
+    stored = await runner.session_service.get_session(
+        app_name="test_app", user_id="user", session_id=session_id
+    )
+    assert answers(events) == ["['notes']"]
+    assert stored is not None
+    assert stored.state == {"notes": []}
+
+
+async def test_concurrent_turns_of_two_sessions_roll_back_independently() -> None:
+    def write(ctx: InvocationContext) -> None:
+        ctx.session.state["owner"] = ctx.session.id
+
+    general = Says(name="general", see=lambda ctx: ctx.session.state.get("owner"))
+    agent = routed(
+        {"flaky": Fails(name="flaky", act=write), "general": general}, in_order(["flaky", "general"])
+    )
+    runner = make_runner(agent)
+    first, second = await session_with(runner, {}), await session_with(runner, {})
+
+    results = await asyncio.gather(
+        run_agent(agent, "hi", runner=runner, session_id=first),
+        run_agent(agent, "hi", runner=runner, session_id=second),
+    )
+
+    assert [answers(events) for events, _ in results] == [["None"], ["None"]]
