@@ -80,7 +80,8 @@ async def one_run(turns: int, folder: Path) -> tuple[float, float]:
     }
     sessions = {}
     for kind, runner in runners.items():
-        session = await runner.session_service.create_session(app_name="bench", user_id="user", state=big_state())
+        service = runner.session_service
+        session = await service.create_session(app_name="bench", user_id="user", state=big_state())
         sessions[kind] = session.id
         await one_turn(runner, session.id)  # Warm up: imports, the schema, caches.
     times: dict[str, list[float]] = {kind: [] for kind in runners}

@@ -7,6 +7,9 @@ Every test runs through a real ADK runner: ``InMemoryRunner``, or ``Runner`` on 
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
+from collections import defaultdict
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -663,3 +666,118 @@ async def test_concurrent_turns_of_two_sessions_roll_back_independently() -> Non
     )
 
     assert [answers(events) for events, _ in results] == [["None"], ["None"]]
+
+
+async def test_a_callback_that_raises_before_the_first_output_fails_over() -> None:
+    def refuse(callback_context: CallbackContext, llm_request: LlmRequest) -> None:
+        raise ConnectionError("the gateway is down")
+
+    flaky = llm_agent("flaky", "never", before_model_callback=refuse)
+    agent = routed(
+        {"flaky": flaky, "general": llm_agent("general", "Hello!")}, in_order(["flaky", "general"])
+    )
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["Hello!"]
+    assert events[-1].custom_metadata[RECORD]["errors"] == {"flaky": "ConnectionError"}
+
+
+@pytest.mark.parametrize(
+    ("value", "edit"),
+    [
+        (defaultdict(list), lambda value: value["extra"].append(1)),
+        ({1}, lambda value: value.add(2)),
+        (([1],), lambda value: value[0].append(2)),
+    ],
+    ids=["defaultdict", "set", "tuple"],
+)
+async def test_edits_inside_sets_tuples_and_dict_subclasses_are_not_undone(value: Any, edit: Any) -> None:
+    def put(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:value"] = value
+
+    general = Says(name="general", see=lambda ctx: ctx.session.state["temp:value"] is value)
+    agent = routed(
+        {
+            "flaky": Fails(name="flaky", act=lambda ctx: edit(ctx.session.state["temp:value"])),
+            "general": general,
+        },
+        in_order(["flaky", "general"]),
+        before_agent_callback=put,
+    )
+    before = repr(value)
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["True"]
+    assert repr(value) != before
+
+
+async def test_an_edit_inside_a_value_reached_by_iterating_the_state_is_not_undone() -> None:
+    def edit(ctx: InvocationContext) -> None:
+        for value in ctx.session.state.values():
+            value.append("extra")
+
+    general = Says(name="general", see=lambda ctx: ctx.session.state["cart"])
+    agent = routed(
+        {"flaky": Fails(name="flaky", act=edit), "general": general}, in_order(["flaky", "general"])
+    )
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {"cart": ["book"]})
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
+
+    assert answers(events) == ["['book', 'extra']"]
+
+
+async def test_what_the_router_writes_between_attempts_is_not_undone() -> None:
+    def router(agents: Any, ctx: InvocationContext, error: Any) -> str:
+        if error is None:
+            ctx.session.state["temp:routed_at"] = "first pick"
+            return "flaky"
+        return "general"
+
+    general = Says(name="general", see=lambda ctx: ctx.session.state.get("temp:routed_at"))
+    agent = routed({"flaky": Fails(name="flaky"), "general": general}, router)
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["first pick"]
+
+
+async def test_copies_of_the_session_state_taken_during_an_attempt_are_plain_dicts() -> None:
+    general = Says(
+        name="general",
+        see=lambda ctx: [
+            type(made).__name__
+            for made in (
+                copy.copy(ctx.session.state),
+                copy.deepcopy(ctx.session.state),
+                pickle.loads(pickle.dumps(ctx.session.state)),
+            )
+        ],
+    )
+    agent = routed({"general": general}, in_order(["general"]))
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {"plan": "basic"})
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
+
+    assert answers(events) == ["['dict', 'dict', 'dict']"]
+
+
+async def test_an_artifact_saved_by_an_attempt_that_is_cancelled_stays() -> None:
+    flaky = LlmAgent(name="flaky", model=Hangs(model="hangs"), before_agent_callback=save_draft("draft"))
+    agent = routed({"flaky": flaky}, in_order(["flaky"]))
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {})
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await run_agent(agent, "hi", runner=runner, session_id=session_id)
+
+    part = await runner.artifact_service.load_artifact(
+        app_name="test_app", user_id="user", session_id=session_id, filename="draft.txt"
+    )
+    assert part is not None
+    assert part.text == "draft"
