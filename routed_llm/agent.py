@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
@@ -18,7 +19,7 @@ from routed_llm import observability
 from routed_llm.health import HealthTracker
 from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import ErrorContext, RoutedCall, RouterSettings, check_callables, check_router
-from routed_llm.session_rollback import Attempt, RecordingArtifacts, current_attempt, own_keys, tracked
+from routed_llm.session_rollback import Attempt, RecordingArtifacts, own_keys, tracked
 from routed_llm.timeouts import check_seconds, per_key_seconds
 
 __all__ = ["METADATA_KEY", "AgentRouter", "RoutedAgent"]
@@ -58,13 +59,19 @@ class RoutedAgent(BaseAgent):
         )
 
     Each invocation (each user turn) asks the router for a key and runs that
-    agent, passing its events through as they come. If the agent raises
-    before yielding any event, whatever it changed in the session state is
-    undone and the router is asked again with an
+    agent, passing its events through as they come. If the agent fails
+    before showing anything (it raises, runs out of time, or yields an
+    error event that RoutedLlm's policy fails over on), what it wrote or
+    edited in the session state is undone, the artifacts it created are
+    deleted, and the router is asked again with an
     :class:`~routed_llm.ErrorContext`; each key runs at most once per
-    invocation. Once the agent has yielded an event the invocation belongs
+    invocation. Events that only carry bookkeeping (a state delta, a
+    checkpoint) are held until the first output, their state delta applied
+    meanwhile, so the agent's next steps see it. Once the agent has shown
+    something (content, a function call, an error) the invocation belongs
     to it and a later error propagates. The rules are
-    :class:`~routed_llm.RoutedLlm`'s, from the same code.
+    :class:`~routed_llm.RoutedLlm`'s, from the same code; what is undone is
+    listed in ``docs/routing-between-agents.md``.
 
     Every event the chosen agent or its descendants yield is a copy that
     records the route in ``custom_metadata["routed_agent"]``: the router's
@@ -94,15 +101,26 @@ class RoutedAgent(BaseAgent):
             :class:`~routed_llm.FailoverEvent` after every attempt that fails
             before its first event. A hook that raises is logged and ignored.
         clock: Seconds from a monotonic clock, for the events' ``elapsed``.
+        first_response_timeout: Seconds each agent has to show its first
+            output (content, a function call, an error), for every key or
+            as ``{key: seconds}``; past it the attempt is cancelled and
+            fails over with :class:`~routed_llm.AttemptTimeout`.
+        deadline: Seconds the whole invocation may wait for a first output,
+            every attempt together; past it,
+            :class:`~routed_llm.DeadlineExceeded`.
+        health: A :class:`~routed_llm.HealthTracker` told of every attempt;
+            strategies skip the agents it says are unavailable.
         **agent_fields: Other ``BaseAgent`` fields, such as
             ``before_agent_callback`` and ``after_agent_callback``.
 
     Raises:
-        ValueError: If ``agents`` is empty, names an agent twice, holds an
-            agent that already has a parent, or ``router`` declares keys that
-            are not in ``agents``.
+        ValueError: If ``agents`` is empty, a name appears twice anywhere in
+            the routed agents' trees (or is this agent's own), an agent
+            already has a parent, ``router`` declares keys that are not in
+            ``agents``, or a time limit is not a positive number.
         TypeError: If an entry is not a ``BaseAgent``, a key is not a
-            non-empty string, or ``router`` or a hook is not callable.
+            non-empty string, ``router`` or a hook is not callable, a time
+            limit is not a number, or ``health`` is not a ``HealthTracker``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -199,13 +217,14 @@ class RoutedAgent(BaseAgent):
         record of the agent that served, like every event before them.
         """
         route: dict[str, Any] | None = None
-        async for event in super().run_async(parent_context):
-            record = (event.custom_metadata or {}).get(METADATA_KEY)
-            if record is not None:
-                route = {name: value for name, value in record.items() if name != "inner"}
-            elif route is not None and event.author == self.name:
-                event = RoutedCall.stamp(event, route, METADATA_KEY)
-            yield event
+        async with aclosing(super().run_async(parent_context)) as events:
+            async for event in events:
+                record = (event.custom_metadata or {}).get(METADATA_KEY)
+                if record is not None:
+                    route = {name: value for name, value in record.items() if name != "inner"}
+                elif route is not None and event.author == self.name:
+                    event = RoutedCall.stamp(event, route, METADATA_KEY)
+                yield event
 
     @override
     async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
@@ -388,12 +407,9 @@ class _Rollback:
 
     async def run(self, attempt: Awaitable[Event | None]) -> Event | None:
         """Awaits ``attempt`` (its first output) with the attempt's reads and writes recorded."""
-        variable = current_attempt()
-        token = variable.set(self._attempt)
-        try:
+        assert self._attempt is not None  # begin() came first.
+        with self._attempt.running():
             return await attempt
-        finally:
-            variable.reset(token)
 
     def commit(self) -> None:
         """The attempt serves: stops recording, and keeps everything it did."""

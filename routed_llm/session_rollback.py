@@ -26,7 +26,8 @@ Nothing is compared or hashed but the keys, and no value is copied.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -36,15 +37,10 @@ from typing_extensions import override
 
 from routed_llm.rollback import record_values
 
-__all__ = ["Attempt", "RecordingArtifacts", "TrackedState", "current_attempt"]
+__all__ = ["Attempt", "RecordingArtifacts", "TrackedState", "own_keys", "tracked"]
 
 _MISSING: Any = object()
 _attempt: ContextVar[Attempt | None] = ContextVar("routed_llm_agent_attempt", default=None)
-
-
-def current_attempt() -> ContextVar[Attempt | None]:
-    """The context variable naming the attempt that runs in the current task, if any."""
-    return _attempt
 
 
 class TrackedState(dict[str, Any]):
@@ -165,6 +161,15 @@ class Attempt:
         # None once the attempt ended: a task it started may still run, and is not recorded.
         self._records: dict[str, tuple[bool, Any, Any]] | None = {}
         state.attempts.append(self)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Makes this the attempt of the current task (and of the tasks it starts) within the block."""
+        token = _attempt.set(self)
+        try:
+            yield
+        finally:
+            _attempt.reset(token)
 
     def read(self, key: str, value: Any) -> None:
         """Records ``value``'s containers, the first time the attempt reads the value it found."""

@@ -410,6 +410,25 @@ async def test_a_refusal_event_is_output_as_it_is_without_failing_over() -> None
     assert general.model.calls == []
 
 
+async def test_when_no_agent_serves_the_last_error_event_is_output_marked_rejected_its_state_undone() -> None:
+    def remember(callback_context: CallbackContext) -> None:
+        callback_context.state["plan"] = "gold"
+
+    exhausted = LlmResponse(error_code="RESOURCE_EXHAUSTED", error_message="quota")
+    primary = llm_agent("primary", exhausted, before_agent_callback=remember)
+    agent = routed({"primary": primary}, FallbackStrategy(["primary"]))
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {})
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
+
+    stored = await stored_session(runner, session_id)
+    assert [event.error_code for event in events] == ["RESOURCE_EXHAUSTED"]
+    assert "RESOURCE_EXHAUSTED" in events[0].custom_metadata[RECORD]["rejected"]
+    assert events[0].custom_metadata[RECORD]["agent"] == "primary"
+    assert "plan" not in stored.state
+
+
 # 10. Time limits and health ------------------------------------------------------------------------------
 
 
