@@ -800,3 +800,51 @@ async def test_an_artifact_saved_by_an_attempt_that_is_cancelled_stays() -> None
     )
     assert part is not None
     assert part.text == "draft"
+
+
+@WORKFLOW_AGENTS_DEPRECATED
+async def test_what_a_routed_agent_inside_a_failed_attempt_wrote_is_undone_with_it() -> None:
+    class WritesQuietly(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            ctx.session.state["inner"] = "written"
+            yield Event(author=self.name, actions=EventActions(state_delta={"delta": "held"}))
+
+    def write(ctx: InvocationContext) -> None:
+        ctx.session.state["failed_inner"] = "written"
+
+    inner = RoutedAgent(
+        name="inner",
+        agents={"flaky": Fails(name="flaky", act=write), "quiet": WritesQuietly(name="quiet")},
+        router=in_order(["flaky", "quiet"]),
+    )
+    pipeline = SequentialAgent(name="pipeline", sub_agents=[inner, Fails(name="last_step")])
+    general = Says(name="general", see=lambda ctx: sorted(ctx.session.state))
+    agent = routed({"pipeline": pipeline, "general": general}, in_order(["pipeline", "general"]))
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {"kept": 1})
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
+
+    assert answers(events) == ["['kept']"]
+
+
+async def test_a_key_the_failed_attempt_replaced_gets_back_the_very_object_it_held() -> None:
+    budget = Budget()
+    seen: list[object] = []
+
+    def put_budget(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:budget"] = budget
+
+    def replace(ctx: InvocationContext) -> None:
+        ctx.session.state["temp:budget"] = Budget()
+
+    general = Says(name="general", see=lambda ctx: seen.append(ctx.session.state["temp:budget"]))
+    agent = routed(
+        {"flaky": Fails(name="flaky", act=replace), "general": general},
+        in_order(["flaky", "general"]),
+        before_agent_callback=put_budget,
+    )
+
+    await run_agent(agent, "hi")
+
+    assert seen[0] is budget
