@@ -283,8 +283,16 @@ class RoutedAgent(BaseAgent):
                         return
                     route = call.route_metadata(key)
                     observability.record_served(route)
-                    for bookkeeping in held:
-                        yield call.stamp(bookkeeping, route, METADATA_KEY)
+                    if held:
+                        # The runner applies the held deltas again as it stores them; a later
+                        # step may have written those keys since, and its values stand.
+                        state = ctx.session.state
+                        live = {
+                            key: state.get(key, _ABSENT) for done in held for key in done.actions.state_delta
+                        }
+                        for bookkeeping in held:
+                            yield call.stamp(bookkeeping, route, METADATA_KEY)
+                        _put_back(state, live)
                     yield call.stamp(event, route, METADATA_KEY)
                     async for event in events:
                         yield call.stamp(event, route, METADATA_KEY)
@@ -293,6 +301,18 @@ class RoutedAgent(BaseAgent):
                     await events.aclose()
         finally:
             call.release()
+
+
+_ABSENT: Any = object()
+
+
+def _put_back(state: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Sets each key of ``state`` back to the very object in ``values``, or removes it if ``_ABSENT``."""
+    for key, value in values.items():
+        if value is _ABSENT:
+            state.pop(key, None)
+        elif state.get(key, _ABSENT) is not value:
+            state[key] = value
 
 
 async def _no_events() -> AsyncGenerator[Event, None]:

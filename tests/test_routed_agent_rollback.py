@@ -848,3 +848,26 @@ async def test_a_key_the_failed_attempt_replaced_gets_back_the_very_object_it_he
     await run_agent(agent, "hi")
 
     assert seen[0] is budget
+
+
+@WORKFLOW_AGENTS_DEPRECATED
+async def test_a_later_step_that_overwrote_a_held_key_keeps_its_value_after_the_commit() -> None:
+    class Overwrites(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            ctx.session.state["topic"] = "billing"
+            yield Event(author=self.name, content=types.ModelContent("noted"))
+
+    pipeline = SequentialAgent(
+        name="pipeline",
+        sub_agents=[
+            Classify(name="classify"),
+            Overwrites(name="overwrites"),
+            echo_agent("answer", "Topic: {topic}"),
+        ],
+    )
+
+    unrouted, _ = await run_agent(pipeline.clone(), "hi")
+    routed_events, _ = await run_agent(routed({"pipeline": pipeline}, in_order(["pipeline"])), "hi")
+
+    assert answers(unrouted)[-1] == "Topic: billing"
+    assert answers(routed_events)[-1] == "Topic: billing"
