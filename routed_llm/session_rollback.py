@@ -35,7 +35,7 @@ from google.adk.artifacts.base_artifact_service import ArtifactVersion, BaseArti
 from google.genai import types
 from typing_extensions import override
 
-from routed_llm.rollback import record_values
+from routed_llm.rollback import RequestSnapshot, record_values
 
 __all__ = ["Attempt", "RecordingArtifacts", "TrackedState", "own_keys", "tracked"]
 
@@ -50,11 +50,13 @@ class TrackedState(dict[str, Any]):
     Copies (``copy``, ``deepcopy``, pickling) are plain dicts.
     """
 
-    __slots__ = ("attempts",)
+    __slots__ = ("attempts", "versions")
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         super().__init__(values)
         self.attempts: list[Attempt] = []
+        # Writes per key while attempts run; cleared when the last one ends.
+        self.versions: dict[str, int] = {}
 
     def __getitem__(self, key: str) -> Any:
         value = dict.__getitem__(self, key)
@@ -128,17 +130,39 @@ class TrackedState(dict[str, Any]):
         return (dict, (dict(self),))
 
     def _before_write(self, key: str) -> None:
-        """Tells the writing attempt (and those it runs in) to record ``key``, and the others to drop it."""
-        writers: list[Attempt] = []
+        """Counts a write of ``key``, and tells the writing attempt (and those it runs in) to record it."""
+        version = self.versions.get(key, 0) + 1
+        self.versions[key] = version
         attempt = _attempt.get()
         while attempt is not None:
             if attempt.state is self:
-                attempt.wrote(key)
-            writers.append(attempt)
+                attempt.wrote(key, version)
             attempt = attempt.parent
-        for other in self.attempts:
-            if all(other is not writer for writer in writers):
-                other.lose(key)
+
+
+class _Record:
+    """What one attempt knows of one key.
+
+    Attributes:
+        prior: The key's value before the attempt touched it (``_MISSING``
+            if it had none).
+        prior_version: The key's write count then.
+        version: The write count after the attempt's last touch; another
+            write since means the key is someone else's now.
+        written: Whether the attempt wrote the key (else it only read it).
+        containers: The record of ``prior``'s containers, if the attempt read it.
+    """
+
+    __slots__ = ("containers", "prior", "prior_version", "version", "written")
+
+    def __init__(
+        self, prior: Any, version: int, *, written: bool, containers: RequestSnapshot | None
+    ) -> None:
+        self.prior = prior
+        self.prior_version = version
+        self.version = version
+        self.written = written
+        self.containers = containers
 
 
 class Attempt:
@@ -150,6 +174,14 @@ class Attempt:
     The attempt that is current when this one is made (a ``RoutedAgent``
     running inside another's attempt) is its parent: what this attempt
     writes, its parent records too.
+
+    Every write to the state while an attempt runs is counted per key. An
+    attempt undoes a key only if nobody wrote it after the attempt's last
+    touch: a write that a committed writer made since (a ``ParallelAgent``
+    sibling, the runner storing its event) stands. When a write made since
+    belongs to another attempt still running, that attempt takes over this
+    one's prior value, so that undoing both restores what was there first,
+    in either order.
     """
 
     __slots__ = ("_records", "parent", "state")
@@ -157,9 +189,8 @@ class Attempt:
     def __init__(self, state: TrackedState) -> None:
         self.state = state
         self.parent = _attempt.get()
-        # Per key: whether it existed, its value then, and the record of that value's containers.
         # None once the attempt ended: a task it started may still run, and is not recorded.
-        self._records: dict[str, tuple[bool, Any, Any]] | None = {}
+        self._records: dict[str, _Record] | None = {}
         state.attempts.append(self)
 
     @contextmanager
@@ -172,41 +203,63 @@ class Attempt:
             _attempt.reset(token)
 
     def read(self, key: str, value: Any) -> None:
-        """Records ``value``'s containers, the first time the attempt reads the value it found."""
+        """Records ``value`` and its containers, the first time the attempt touches ``key`` by reading it."""
+        if self._records is not None and key not in self._records:
+            version = self.state.versions.get(key, 0)
+            self._records[key] = _Record(value, version, written=False, containers=record_values(value))
+
+    def wrote(self, key: str, version: int) -> None:
+        """Records what ``key`` held before the attempt's first touch, and that its write is ``version``."""
         if self._records is None:
             return
         record = self._records.get(key)
-        if record is None or (record[2] is None and record[0] and record[1] is value):
-            self._records[key] = (True, value, record_values(value))
-
-    def wrote(self, key: str) -> None:
-        """Records what ``key`` held before the attempt's first write to it."""
-        if self._records is not None and key not in self._records:
-            value = dict.get(self.state, key, _MISSING)
-            self._records[key] = (value is not _MISSING, value, None)
-
-    def lose(self, key: str) -> None:
-        """Leaves ``key`` to another writer: it is not undone."""
-        if self._records is not None:
-            self._records.pop(key, None)
+        if record is None:
+            record = _Record(dict.get(self.state, key, _MISSING), version - 1, written=True, containers=None)
+            self._records[key] = record
+        record.written = True
+        record.version = version
 
     def undo(self) -> None:
-        """Puts back, in place, every key the attempt read or wrote, and ends the attempt."""
-        state = self.state
-        for key, (existed, value, containers) in (self._records or {}).items():
-            if containers is not None:
-                containers.restore()
-            if not existed:
+        """Puts back every key the attempt read or wrote and nobody wrote since, and ends the attempt."""
+        state, versions = self.state, self.state.versions
+        others = [other for other in state.attempts if other is not self]
+        for key, record in (self._records or {}).items():
+            if versions.get(key, 0) != record.version:
+                for other in others:
+                    other._take_over(key, record)
+                continue
+            if record.containers is not None:
+                record.containers.restore()
+            if not record.written:
+                continue
+            if record.prior is _MISSING:
                 dict.pop(state, key, None)
-            elif dict.get(state, key, _MISSING) is not value:
-                dict.__setitem__(state, key, value)
+            else:
+                dict.__setitem__(state, key, record.prior)
+            versions[key] = record.prior_version
+            for other in others:
+                other._rewind(key, record)
         self.end()
+
+    def _take_over(self, key: str, undone: _Record) -> None:
+        """Takes ``undone``'s prior value as its own, if this attempt wrote over that attempt's write."""
+        record = (self._records or {}).get(key)
+        if record is not None and record.written and record.prior_version == undone.version:
+            record.prior, record.prior_version = undone.prior, undone.prior_version
+
+    def _rewind(self, key: str, undone: _Record) -> None:
+        """After ``undone``'s write was taken back: a touch that ended on it now ends where it began."""
+        record = (self._records or {}).get(key)
+        if record is not None and record.version == undone.version:
+            record.version = undone.prior_version
 
     def end(self) -> None:
         """Stops recording: the attempt committed, or was undone."""
         self._records = None
         if self in self.state.attempts:
             self.state.attempts.remove(self)
+        if not self.state.attempts:
+            self.state.versions.clear()
 
 
 class RecordingArtifacts(BaseArtifactService):

@@ -871,3 +871,47 @@ async def test_a_later_step_that_overwrote_a_held_key_keeps_its_value_after_the_
 
     assert answers(unrouted)[-1] == "Topic: billing"
     assert answers(routed_events)[-1] == "Topic: billing"
+
+
+@WORKFLOW_AGENTS_DEPRECATED
+@pytest.mark.parametrize("first_to_fail", ["first", "second"])
+async def test_two_parallel_routed_agents_that_both_fail_over_after_writing_one_key_leave_it_as_it_was(
+    first_to_fail: str,
+) -> None:
+    first_wrote, both_wrote, one_failed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    class WritesThenFails(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            if self.name == "second_writer":
+                await first_wrote.wait()
+            ctx.session.state["status"] = self.name
+            (both_wrote if self.name == "second_writer" else first_wrote).set()
+            await both_wrote.wait()
+            if not self.name.startswith(first_to_fail):
+                await one_failed.wait()
+            one_failed.set()
+            raise ConnectionError("down")
+            yield
+
+    def arm(name: str) -> RoutedAgent:
+        writer, fallback = (
+            WritesThenFails(name=f"{name}_writer"),
+            Says(name=f"{name}_fallback", see=lambda ctx: "ok"),
+        )
+        return RoutedAgent(
+            name=name, agents=[writer, fallback], router=in_order([writer.name, fallback.name])
+        )
+
+    root = SequentialAgent(
+        name="root",
+        sub_agents=[
+            ParallelAgent(name="fan_out", sub_agents=[arm("first"), arm("second")]),
+            Says(name="reader", see=lambda ctx: ctx.session.state.get("status")),
+        ],
+    )
+    runner = make_runner(root)
+    session_id = await session_with(runner, {"status": "new"})
+
+    events, _ = await run_agent(root, "hi", runner=runner, session_id=session_id)
+
+    assert answers(events)[-1] == "new"
