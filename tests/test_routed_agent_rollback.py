@@ -915,3 +915,44 @@ async def test_two_parallel_routed_agents_that_both_fail_over_after_writing_one_
     events, _ = await run_agent(root, "hi", runner=runner, session_id=session_id)
 
     assert answers(events)[-1] == "new"
+
+
+@WORKFLOW_AGENTS_DEPRECATED
+async def test_a_key_a_parallel_sibling_committed_after_the_attempt_wrote_it_keeps_the_siblings_value() -> (
+    None
+):
+    attempt_wrote, committed = asyncio.Event(), asyncio.Event()
+
+    class Sibling(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            await attempt_wrote.wait()
+            yield Event(
+                author=self.name,
+                content=types.ModelContent("noted"),
+                actions=EventActions(state_delta={"shared": "sibling"}),
+            )
+            committed.set()
+
+    class WritesThenFails(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            ctx.session.state["shared"] = "attempt"
+            attempt_wrote.set()
+            await committed.wait()
+            raise ConnectionError("down")
+            yield
+
+    support = routed(
+        {"flaky": WritesThenFails(name="flaky"), "general": Says(name="general", see=lambda ctx: "G")},
+        in_order(["flaky", "general"]),
+    )
+    root = SequentialAgent(
+        name="root",
+        sub_agents=[
+            ParallelAgent(name="both", sub_agents=[Sibling(name="sibling"), support]),
+            Says(name="reader", see=lambda ctx: ctx.session.state.get("shared")),
+        ],
+    )
+
+    events, _ = await run_agent(root, "hi")
+
+    assert answers(events)[-1] == "sibling"
