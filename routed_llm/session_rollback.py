@@ -17,8 +17,11 @@ context variable, about every key it reads or writes.
   keeps its identity. Other objects (numpy arrays, clients, locks, budgets,
   class instances) are shared, never copied or compared, and edits inside
   them stay.
-* A key that another task (a ``ParallelAgent`` sibling, the runner applying
-  a sibling's event) writes while the attempt runs is left to that writer.
+* Writes are counted per key while attempts run. A key that someone else
+  wrote after the attempt's last touch (a ``ParallelAgent`` sibling, the
+  runner storing a sibling's event) is left to that writer; if the writer
+  is another attempt still running, it takes over this attempt's prior
+  value, so two failed attempts restore what was there before either.
 
 Nothing is compared or hashed but the keys, and no value is copied.
 """
