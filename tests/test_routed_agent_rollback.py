@@ -373,10 +373,17 @@ async def test_a_version_a_failed_attempt_added_is_superseded_by_the_version_bef
         in_order(["flaky", "general"]),
         before_agent_callback=save_draft("good draft"),
     )
+    runner = make_runner(agent)
+    session_id = await session_with(runner, {})
 
-    events, _ = await run_agent(agent, "hi")
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
 
+    where = {"app_name": "test_app", "user_id": "user", "session_id": session_id, "filename": "draft.txt"}
+    failed = await runner.artifact_service.load_artifact(**where, version=1)
     assert answers(events) == ["good draft"]
+    assert await runner.artifact_service.list_versions(**where) == [0, 1, 2]
+    assert failed is not None
+    assert failed.text == "bad draft"
 
 
 # 9. Error events ---------------------------------------------------------------------------------------
