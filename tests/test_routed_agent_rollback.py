@@ -99,6 +99,15 @@ async def session_with(runner: Runner, state: dict[str, Any]) -> str:
     return session.id
 
 
+def sqlite_runner(agent: BaseAgent, folder: Path) -> Runner:
+    """A runner on ADK's SqliteSessionService, in ``folder``."""
+    return Runner(
+        app=App(name="test_app", root_agent=agent, plugins=[RoutingPlugin()]),
+        session_service=SqliteSessionService(str(folder / "sessions.db")),
+        artifact_service=InMemoryArtifactService(),
+    )
+
+
 async def stored_session(runner: Runner, session_id: str) -> Any:
     return await runner.session_service.get_session(
         app_name="test_app", user_id="user", session_id=session_id
@@ -175,7 +184,10 @@ async def test_a_timeout_around_a_turn_with_a_numpy_array_in_the_state_raises_ti
 
 
 @WORKFLOW_AGENTS_DEPRECATED
-async def test_a_parallel_siblings_committed_temp_state_survives_a_failed_attempt() -> None:
+@pytest.mark.parametrize("service", ["in_memory", "sqlite"])
+async def test_a_parallel_siblings_committed_temp_state_survives_a_failed_attempt(
+    service: str, tmp_path: Path
+) -> None:
     committed = asyncio.Event()
 
     def done(callback_context: CallbackContext) -> None:
@@ -199,8 +211,10 @@ async def test_a_parallel_siblings_committed_temp_state_survives_a_failed_attemp
             echo_agent("writer", "Research: {temp:research}"),
         ],
     )
+    runner = make_runner(root) if service == "in_memory" else sqlite_runner(root, tmp_path)
+    session_id = await session_with(runner, {})
 
-    events, _ = await run_agent(root, "hi")
+    events, _ = await run_agent(root, "hi", runner=runner, session_id=session_id)
 
     assert answers(events)[-1] == "Research: found it"
 
@@ -541,11 +555,7 @@ async def test_on_sqlite_a_failed_attempts_writes_are_undone_and_a_pipeline_sees
     agent = routed(
         {"flaky": Fails(name="flaky", act=write), "pipeline": pipeline}, in_order(["flaky", "pipeline"])
     )
-    runner = Runner(
-        app=App(name="test_app", root_agent=agent, plugins=[RoutingPlugin()]),
-        session_service=SqliteSessionService(str(tmp_path / "sessions.db")),
-        artifact_service=InMemoryArtifactService(),
-    )
+    runner = sqlite_runner(agent, tmp_path)
     session_id = await session_with(runner, {"plan": "basic", "items": []})
 
     events, _ = await run_agent(agent, "hi", runner=runner, session_id=session_id)
