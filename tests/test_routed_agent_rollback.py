@@ -973,3 +973,25 @@ async def test_a_key_a_parallel_sibling_committed_after_the_attempt_wrote_it_kee
     events, _ = await run_agent(root, "hi")
 
     assert answers(events)[-1] == "sibling"
+
+
+class Tagged(BaseModel):
+    tags: list[str]
+    extra: Any = None
+
+
+async def test_a_pydantic_value_holding_an_array_in_an_unset_field_is_rolled_back() -> None:
+    tagged = Tagged.model_construct(_fields_set={"tags"}, tags=["a"], extra=np.ones(3))
+
+    def put(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:tagged"] = tagged
+
+    general = Says(name="general", see=lambda ctx: ctx.session.state["temp:tagged"].tags)
+    flaky = Fails(name="flaky", act=lambda ctx: ctx.session.state["temp:tagged"].tags.append("b"))
+    agent = routed(
+        {"flaky": flaky, "general": general}, in_order(["flaky", "general"]), before_agent_callback=put
+    )
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["['a']"]
