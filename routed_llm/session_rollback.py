@@ -23,7 +23,8 @@ context variable, about every key it reads or writes.
   is another attempt still running, it takes over this attempt's prior
   value, so two failed attempts restore what was there before either.
 
-Nothing is compared or hashed but the keys, and no value is copied.
+No value is deep-copied, compared (unset model fields are checked for None by
+identity) or hashed.
 """
 
 from __future__ import annotations
