@@ -221,7 +221,7 @@ class RoutedAgent(BaseAgent):
             async for event in events:
                 record = (event.custom_metadata or {}).get(METADATA_KEY)
                 if record is not None:
-                    route = {name: value for name, value in record.items() if name != "inner"}
+                    route = {name: value for name, value in record.items() if name not in _NOT_INHERITED}
                 elif route is not None and event.author == self.name:
                     event = RoutedCall.stamp(event, route, METADATA_KEY)
                 yield event
@@ -304,6 +304,8 @@ class RoutedAgent(BaseAgent):
 
 
 _ABSENT: Any = object()
+# Entries of a served event's record that do not describe the agent's own later events.
+_NOT_INHERITED = frozenset({"inner", "rejected"})
 
 
 def _put_back(state: dict[str, Any], values: Mapping[str, Any]) -> None:

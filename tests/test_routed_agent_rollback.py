@@ -995,3 +995,23 @@ async def test_a_pydantic_value_holding_an_array_in_an_unset_field_is_rolled_bac
     events, _ = await run_agent(agent, "hi")
 
     assert answers(events) == ["['a']"]
+
+
+async def test_an_after_agent_callback_event_following_a_rejected_error_event_is_not_marked_rejected() -> (
+    None
+):
+    def sign_off(callback_context: CallbackContext) -> types.Content:
+        return types.ModelContent("Sorry.")
+
+    refusal = LlmResponse(error_code="SAFETY", finish_reason=types.FinishReason.SAFETY)
+    agent = routed(
+        {"primary": llm_agent("primary", refusal)},
+        FallbackStrategy(["primary"]),
+        after_agent_callback=sign_off,
+    )
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert "rejected" in events[0].custom_metadata[RECORD]
+    assert events[-1].custom_metadata[RECORD]["key"] == "primary"
+    assert "rejected" not in events[-1].custom_metadata[RECORD]
