@@ -326,9 +326,9 @@ def record_values(value: Any) -> RequestSnapshot | None:
     """Records, in place, the lists, dicts and pydantic models reachable from ``value``.
 
     A ``RoutedAgent`` records each session-state value an attempt reads this
-    way, to undo in-place edits of it. Nothing is copied or compared: the
-    record holds each container's shallow state, and restoring writes it
-    back into the same objects.
+    way, to undo in-place edits of it. The record holds each container's
+    shallow state (its entries, by reference); no value is deep-copied or
+    compared, and restoring writes the entries back into the same objects.
 
     Returns:
         A snapshot to :meth:`~RequestSnapshot.restore`, or None when

@@ -56,8 +56,8 @@ class TrackedState(dict[str, Any]):
 
     __slots__ = ("attempts", "versions")
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        super().__init__(values)
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        super().__init__(values or {})
         self.attempts: list[Attempt] = []
         # Writes per key while attempts run; cleared when the last one ends.
         self.versions: dict[str, int] = {}
