@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import aclosing
 from types import MappingProxyType
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 from google.adk.agents.base_agent import BaseAgent
 from google.adk.agents.invocation_context import InvocationContext
@@ -16,12 +16,13 @@ from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
 from routed_llm import observability
+from routed_llm.health import HealthTracker
 from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import ErrorContext, RoutedCall, RouterSettings, check_callables, check_router
+from routed_llm.session_rollback import Attempt, RecordingArtifacts, own_keys, tracked
+from routed_llm.timeouts import check_seconds, per_key_seconds
 
 __all__ = ["METADATA_KEY", "AgentRouter", "RoutedAgent"]
-
-_V = TypeVar("_V")
 
 METADATA_KEY = "routed_agent"
 """The key under which each event's ``custom_metadata`` records its route."""
@@ -58,13 +59,19 @@ class RoutedAgent(BaseAgent):
         )
 
     Each invocation (each user turn) asks the router for a key and runs that
-    agent, passing its events through as they come. If the agent raises
-    before yielding any event, whatever it changed in the session state is
-    undone and the router is asked again with an
+    agent, passing its events through as they come. If the agent fails
+    before showing anything (it raises, runs out of time, or yields an
+    error event that RoutedLlm's policy fails over on), what it wrote or
+    edited in the session state is undone, the artifacts it created are
+    deleted, and the router is asked again with an
     :class:`~routed_llm.ErrorContext`; each key runs at most once per
-    invocation. Once the agent has yielded an event the invocation belongs
+    invocation. Events that only carry bookkeeping (a state delta, a
+    checkpoint) are held until the first output, their state delta applied
+    meanwhile, so the agent's next steps see it. Once the agent has shown
+    something (content, a function call, an error) the invocation belongs
     to it and a later error propagates. The rules are
-    :class:`~routed_llm.RoutedLlm`'s, from the same code.
+    :class:`~routed_llm.RoutedLlm`'s, from the same code; what is undone is
+    listed in ``docs/routing-between-agents.md``.
 
     Every event the chosen agent or its descendants yield is a copy that
     records the route in ``custom_metadata["routed_agent"]``: the router's
@@ -94,15 +101,26 @@ class RoutedAgent(BaseAgent):
             :class:`~routed_llm.FailoverEvent` after every attempt that fails
             before its first event. A hook that raises is logged and ignored.
         clock: Seconds from a monotonic clock, for the events' ``elapsed``.
+        first_response_timeout: Seconds each agent has to show its first
+            output (content, a function call, an error), for every key or
+            as ``{key: seconds}``; past it the attempt is cancelled and
+            fails over with :class:`~routed_llm.AttemptTimeout`.
+        deadline: Seconds the whole invocation may wait for a first output,
+            every attempt together; past it,
+            :class:`~routed_llm.DeadlineExceeded`.
+        health: A :class:`~routed_llm.HealthTracker` told of every attempt;
+            strategies skip the agents it says are unavailable.
         **agent_fields: Other ``BaseAgent`` fields, such as
             ``before_agent_callback`` and ``after_agent_callback``.
 
     Raises:
-        ValueError: If ``agents`` is empty, names an agent twice, holds an
-            agent that already has a parent, or ``router`` declares keys that
-            are not in ``agents``.
+        ValueError: If ``agents`` is empty, a name appears twice anywhere in
+            the routed agents' trees (or is this agent's own), an agent
+            already has a parent, ``router`` declares keys that are not in
+            ``agents``, or a time limit is not a positive number.
         TypeError: If an entry is not a ``BaseAgent``, a key is not a
-            non-empty string, or ``router`` or a hook is not callable.
+            non-empty string, ``router`` or a hook is not callable, a time
+            limit is not a number, or ``health`` is not a ``HealthTracker``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -120,6 +138,9 @@ class RoutedAgent(BaseAgent):
         on_route: RouteHook | None = None,
         on_failover: FailoverHook | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        first_response_timeout: float | Mapping[str, float] | None = None,
+        deadline: float | None = None,
+        health: HealthTracker | None = None,
         **agent_fields: Any,
     ) -> None:
         if "sub_agents" in agent_fields:
@@ -138,6 +159,12 @@ class RoutedAgent(BaseAgent):
             signature="router(agents, invocation_context, error_context)",
         )
         check_callables("RoutedAgent", on_route=on_route, on_failover=on_failover, clock=clock)
+        if health is not None and not isinstance(health, HealthTracker):
+            raise TypeError(f"RoutedAgent(health=...) takes a HealthTracker; got {type(health).__name__}.")
+        if health is not None and health.store is not None:
+            for key in resolved:
+                health.store.check_key(key)
+        _check_unique_names(name, resolved.values())
         super().__init__(
             name=name, description=description, sub_agents=list(resolved.values()), **agent_fields
         )
@@ -148,7 +175,11 @@ class RoutedAgent(BaseAgent):
             on_route=on_route,
             on_failover=on_failover,
             clock=clock,
-            snapshot=_SessionSnapshot.take,
+            first_response_timeout=per_key_seconds(
+                "RoutedAgent", "first_response_timeout", first_response_timeout, resolved
+            ),
+            deadline=check_seconds("RoutedAgent", "deadline", deadline),
+            health=health,
             label="agent",
         )
 
@@ -179,43 +210,89 @@ class RoutedAgent(BaseAgent):
         return router
 
     @override
+    async def run_async(self, parent_context: InvocationContext) -> AsyncGenerator[Event, None]:
+        """Runs the invocation (ADK's ``BaseAgent.run_async``).
+
+        Events of this agent's own ``after_agent_callback`` carry the route
+        record of the agent that served, like every event before them.
+        """
+        route: dict[str, Any] | None = None
+        async with aclosing(super().run_async(parent_context)) as events:
+            async for event in events:
+                record = (event.custom_metadata or {}).get(METADATA_KEY)
+                if record is not None:
+                    route = {name: value for name, value in record.items() if name not in _NOT_INHERITED}
+                elif route is not None and event.author == self.name:
+                    event = RoutedCall.stamp(event, route, METADATA_KEY)
+                yield event
+
+    @override
     async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
-        async for event in self._route(ctx, lambda agent: agent.run_async(ctx)):
+        async for event in self._route(ctx, lambda agent, attempt_ctx: agent.run_async(attempt_ctx)):
             yield event
 
     @override
     async def _run_live_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
-        async for event in self._route(ctx, lambda agent: agent.run_live(ctx)):
+        async for event in self._route(ctx, lambda agent, attempt_ctx: agent.run_live(attempt_ctx)):
             yield event
 
     async def _route(
-        self, ctx: InvocationContext, run: Callable[[BaseAgent], AsyncGenerator[Event, None]]
+        self,
+        ctx: InvocationContext,
+        run: Callable[[BaseAgent, InvocationContext], AsyncGenerator[Event, None]],
     ) -> AsyncGenerator[Event, None]:
         """Runs the router's pick, failing over while it has shown nothing."""
         # Read the agents and the name off this object, not stored copies: ADK
         # may run a clone of this agent, whose sub-agents are clones too.
+        rollback = _Rollback(ctx, self)
         settings = dataclasses.replace(
-            self._settings, models=self.agents, record=MappingProxyType({"router": self.name})
+            self._settings,
+            models=self.agents,
+            record=MappingProxyType({"router": self.name}),
+            snapshot=lambda _ctx: rollback,
         )
         call = RoutedCall(settings, ctx)
         try:
             key = await call.first_key()
             while True:
-                events = run(settings.models[key])
+                attempt_ctx = rollback.begin()
+                events = run(settings.models[key], attempt_ctx)
                 held: list[Event] = []
                 try:
                     try:
-                        event = await call.first_response(key, _until_output(events, held))
+                        event = await rollback.run(call.first_response(key, _until_output(events, held, ctx)))
+                        if event is not None and call.holding:  # An error event: ResponseRejected.
+                            await call.held_output(key, event, _no_events())
                     except Exception as error:
                         await events.aclose()
-                        key = await call.fail_over(key, error)
-                        continue
+                        await rollback.undo_artifacts()
+                        if error is not call.deadline_error:
+                            try:
+                                key = await call.fail_over(key, error)
+                                continue
+                            except Exception as final:
+                                error = final
+                        rejected = call.rejected_output(error, METADATA_KEY)
+                        if rejected is None:
+                            raise error
+                        for response in rejected:
+                            yield response  # type: ignore[misc]  # Events in, events out.
+                        return
+                    rollback.commit()
                     if event is None:
                         return
                     route = call.route_metadata(key)
                     observability.record_served(route)
-                    for bookkeeping in held:
-                        yield call.stamp(bookkeeping, route, METADATA_KEY)
+                    if held:
+                        # The runner applies the held deltas again as it stores them; a later
+                        # step may have written those keys since, and its values stand.
+                        state = ctx.session.state
+                        live = {
+                            key: state.get(key, _ABSENT) for done in held for key in done.actions.state_delta
+                        }
+                        for bookkeeping in held:
+                            yield call.stamp(bookkeeping, route, METADATA_KEY)
+                        _put_back(state, live)
                     yield call.stamp(event, route, METADATA_KEY)
                     async for event in events:
                         yield call.stamp(event, route, METADATA_KEY)
@@ -226,20 +303,49 @@ class RoutedAgent(BaseAgent):
             call.release()
 
 
-async def _until_output(events: AsyncIterator[Event], held: list[Event]) -> AsyncGenerator[Event, None]:
+_ABSENT: Any = object()
+# Entries of a served event's record that do not describe the agent's own later events.
+_NOT_INHERITED = frozenset({"inner", "rejected"})
+
+
+def _put_back(state: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Sets each key of ``state`` back to the very object in ``values``, or removes it if ``_ABSENT``."""
+    for key, value in values.items():
+        if value is _ABSENT:
+            state.pop(key, None)
+        elif state.get(key, _ABSENT) is not value:
+            state[key] = value
+
+
+async def _no_events() -> AsyncGenerator[Event, None]:
+    """No further events: an error event is judged alone, and the attempt is closed."""
+    return
+    yield
+
+
+async def _until_output(
+    events: AsyncIterator[Event], held: list[Event], ctx: InvocationContext
+) -> AsyncGenerator[Event, None]:
     """Yields the first event of ``events`` that shows something, holding back those before it.
 
     Events that only record bookkeeping (a state delta, a workflow agent's
     checkpoint, an end-of-agent marker) show the user nothing, so the attempt
     may still fail over after them: they go to ``held``, to be passed on
-    before the first output, or dropped with the attempt. An agent that ends
-    with bookkeeping alone has its last such event taken as its output.
+    before the first output, or dropped with the attempt. While held, a
+    state delta is applied to the session's state as the runner applies it
+    (``temp:`` keys included), so the agent's next steps see it; the
+    attempt's rollback undoes it. An agent that ends with bookkeeping alone
+    has its last such event taken as its output.
     """
     async for event in events:
         if _shows_something(event):
             yield event
             return
         held.append(event)
+        if not event.partial and event.actions.state_delta:
+            state = ctx.session.state
+            for key, value in event.actions.state_delta.items():
+                state[key] = value
     if held:
         yield held.pop()
 
@@ -282,58 +388,74 @@ def record_resumed(ctx: InvocationContext, event: Event) -> Event | None:
     return None
 
 
-class _SessionSnapshot:
-    """The session state and agent states of an invocation, to undo a failed attempt.
+class _Rollback:
+    """Undoes, for one invocation, what each failed attempt wrote to the session and its artifacts.
 
-    ADK writes state changes straight into the session's state (and records
-    them as a delta on the next event), so an agent that changed state and
-    then failed before showing anything would leave its changes to the next
-    agent. Values are deep-copied, so changes made inside a nested value are
-    undone too. Only what the attempt could have changed is undone: state
-    keys that events appended meanwhile committed (a parallel sibling's,
-    say) are left as they are, and agent states only of this router's own
-    agents.
+    Each attempt runs with an :class:`~routed_llm.session_rollback.Attempt`
+    that records the state keys it reads and writes (see
+    :mod:`routed_llm.session_rollback`), and with an artifact service that
+    records what it saves. The agent states of this router's own agents
+    (ADK's checkpoints of workflow agents) are restored too; they are kept
+    per agent, a few entries.
     """
 
-    __slots__ = ("_ctx", "_events", "_own_agents", "_saved")
+    __slots__ = ("_artifacts", "_attempt", "_ctx", "_own_agents", "_saved_agents")
 
-    def __init__(self, ctx: InvocationContext) -> None:
+    def __init__(self, ctx: InvocationContext, agent: BaseAgent) -> None:
         self._ctx = ctx
-        self._events = len(ctx.session.events)
-        agent = ctx.agent
-        self._own_agents = _subtree_names(agent) - {agent.name} if isinstance(agent, BaseAgent) else set()
-        self._saved = tuple(_deep_copy(dict(values)) for values in self._mappings())
+        ctx.session.state = tracked(ctx.session.state)
+        self._own_agents = _subtree_names(agent) - {agent.name}
+        self._saved_agents: tuple[dict[str, Any], dict[str, Any]] = (
+            dict(ctx.agent_states),
+            dict(ctx.end_of_agents),
+        )
+        self._attempt: Attempt | None = None
+        self._artifacts: RecordingArtifacts | None = None
 
-    @classmethod
-    def take(cls, ctx: InvocationContext) -> _SessionSnapshot:
-        """Records ``ctx``'s session state as it is now."""
-        return cls(ctx)
+    def begin(self) -> InvocationContext:
+        """Starts recording a new attempt.
+
+        Returns:
+            The context the attempt runs with: the invocation's, with an
+            artifact service that records what the attempt saves.
+        """
+        state = self._ctx.session.state
+        self._attempt = Attempt(tracked(state))
+        service = self._ctx.artifact_service
+        if service is None:
+            return self._ctx
+        self._artifacts = RecordingArtifacts(service)
+        return self._ctx.model_copy(update={"artifact_service": self._artifacts})
+
+    async def run(self, attempt: Awaitable[Event | None]) -> Event | None:
+        """Awaits ``attempt`` (its first output) with the attempt's reads and writes recorded."""
+        assert self._attempt is not None  # begin() came first.
+        with self._attempt.running():
+            return await attempt
+
+    def commit(self) -> None:
+        """The attempt serves: stops recording, and keeps everything it did."""
+        if self._attempt is not None:
+            self._attempt.end()
+        if self._artifacts is not None:
+            self._artifacts.stop()
+
+    async def undo_artifacts(self) -> None:
+        """Deletes the artifacts the failed attempt saved (see ``RecordingArtifacts.undo``)."""
+        if self._artifacts is not None:
+            await self._artifacts.undo()
 
     def restore(self) -> None:
-        """Puts back, in place, what changed since the snapshot and nobody committed."""
-        events = self._ctx.session.events[self._events :]
-        committed = {key for event in events for key in event.actions.state_delta}
-        state, agent_states, end_of_agents = self._mappings()
-        saved_state, saved_agent_states, saved_end_of_agents = self._saved
-        _undo(state, saved_state, keep=lambda key: key in committed)
-        # Agent states are keyed by agent name, or by node path ending in "name@run".
-        not_own = lambda key: key.split("/")[-1].rsplit("@", 1)[0] not in self._own_agents  # noqa: E731
-        _undo(agent_states, saved_agent_states, keep=not_own)
-        _undo(end_of_agents, saved_end_of_agents, keep=not_own)
-
-    def _mappings(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        return (self._ctx.session.state, self._ctx.agent_states, self._ctx.end_of_agents)
-
-
-def _undo(values: dict[str, Any], saved: dict[str, Any], *, keep: Callable[[str], bool]) -> None:
-    """Puts ``values`` back to ``saved`` in place, but for the keys ``keep`` keeps."""
-    for key in set(values) | set(saved):
-        if keep(key):
-            continue
-        if key not in saved:
-            del values[key]
-        elif key not in values or values[key] != saved[key]:
-            values[key] = _deep_copy(saved[key])
+        """Undoes the failed attempt's state changes, and its own agents' states."""
+        if self._attempt is not None:
+            self._attempt.undo()
+        current: tuple[dict[str, Any], dict[str, Any]] = (self._ctx.agent_states, self._ctx.end_of_agents)
+        for values, saved in zip(current, self._saved_agents, strict=True):
+            for key in own_keys([*values, *saved], self._own_agents):
+                if key not in saved:
+                    values.pop(key, None)
+                elif values.get(key) is not saved[key]:
+                    values[key] = saved[key]
 
 
 def _subtree_names(agent: BaseAgent) -> set[str]:
@@ -344,12 +466,24 @@ def _subtree_names(agent: BaseAgent) -> set[str]:
     return names
 
 
-def _deep_copy(value: _V) -> _V:
-    """A deep copy of ``value``, or ``value`` itself if it cannot be copied."""
-    try:
-        return copy.deepcopy(value)
-    except Exception:  # A value that refuses copying (a lock, a client) is kept as it is.
-        return value
+def _check_unique_names(name: str, agents: Iterable[BaseAgent]) -> None:
+    """Refuses a name that appears twice in the routed agents' trees, or is the RoutedAgent's own.
+
+    Raises:
+        ValueError: Naming both paths, from the RoutedAgent down.
+    """
+    paths: dict[str, str] = {name: name}
+    pending = [(agent, f"{name}/{agent.name}") for agent in agents]
+    while pending:
+        agent, path = pending.pop(0)
+        if agent.name in paths:
+            raise ValueError(
+                f"RoutedAgent(agents=...): the name {agent.name!r} is used twice, at {paths[agent.name]} and "
+                f"{path}. ADK finds agents, and sends the answer to a function call, by name: give each "
+                "agent its own name, e.g. agent.clone(update={'name': ...})."
+            )
+        paths[agent.name] = path
+        pending += [(child, f"{path}/{child.name}") for child in agent.sub_agents]
 
 
 def _resolve_agents(agents: Mapping[str, BaseAgent] | Sequence[BaseAgent]) -> dict[str, BaseAgent]:

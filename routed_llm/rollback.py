@@ -30,7 +30,8 @@ are kept by reference and not descended into.
 
 from __future__ import annotations
 
-from operator import itemgetter
+import logging
+from operator import is_not, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from google.genai import types
@@ -39,7 +40,9 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from google.adk.models.llm_request import LlmRequest
 
-__all__ = ["RequestSnapshot"]
+__all__ = ["RequestSnapshot", "record_values"]
+
+logger = logging.getLogger(__name__)
 
 _LEAF_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
 # Distinct combinations of set fields remembered per model class; past this, a
@@ -237,12 +240,14 @@ class RequestSnapshot:
                 texts += (part, text)
         return rest
 
-    def _record_graph(self, stack: list[Any], seen: set[int]) -> None:
+    def _record_graph(self, stack: list[Any], seen: set[int], *, by_identity: bool = False) -> None:
         """Records every mutable node reachable from ``stack``, depth first.
 
         Each node is recorded once, however many paths lead to it, which also
         makes the walk safe on graphs with cycles. Nodes whose ids are in
-        ``seen`` are not recorded.
+        ``seen`` are not recorded. With ``by_identity``, a model's unset
+        fields are checked to hold None by identity alone, never calling a
+        value's ``__eq__`` (a numpy array's would raise).
         """
         leaf = _LEAF_TYPES
         models, lists, dicts = self._models, self._lists, self._dicts
@@ -268,7 +273,14 @@ class RequestSnapshot:
             state = node.__dict__
             fields_set = frozenset(node.__pydantic_fields_set__)
             layout = layouts.get(fields_set) or _layout(node_type, layouts, fields_set)
-            if len(state) == layout.size and (layout.unset is None or layout.unset(state) == layout.nones):
+            if len(state) == layout.size and (
+                layout.unset is None
+                or (
+                    _only_nones(layout.unset(state), layout.nones)
+                    if by_identity
+                    else layout.unset(state) == layout.nones
+                )
+            ):
                 values: Any = None if layout.get is None else layout.get(state)
                 models += (node, layout, values)
                 if layout.many:
@@ -308,3 +320,34 @@ class RequestSnapshot:
         for entries, saved_entries in self._dicts:
             entries.clear()
             entries.update(saved_entries)
+
+
+def record_values(value: Any) -> RequestSnapshot | None:
+    """Records, in place, the lists, dicts and pydantic models reachable from ``value``.
+
+    A ``RoutedAgent`` records each session-state value an attempt reads this
+    way, to undo in-place edits of it. The record holds each container's
+    shallow state (its entries, by reference); no value is deep-copied or
+    compared, and restoring writes the entries back into the same objects.
+
+    Returns:
+        A snapshot to :meth:`~RequestSnapshot.restore`, or None when
+        ``value`` is not a list, dict or pydantic model (nothing to record),
+        or recording it raised (logged at debug level).
+    """
+    if type(value) is not list and type(value) is not dict and _layouts_of(type(value)) is None:
+        return None
+    snapshot = RequestSnapshot()
+    try:
+        snapshot._record_graph([value], set(), by_identity=True)
+    except Exception:  # A read must not fail for the rollback's sake; the value is then shared as it is.
+        logger.debug(
+            "Could not record a %s read from the session state.", type(value).__name__, exc_info=True
+        )
+        return None
+    return snapshot
+
+
+def _only_nones(values: Any, nones: Any) -> bool:
+    """Whether ``values`` (a layout's ``unset`` reading) is None, or all None, by identity."""
+    return values is None if nones is None else not any(map(is_not, values, nones))

@@ -600,7 +600,7 @@ class RoutedCall:
         """What a judge raised in this call, if one did: it ends the call, with no failover."""
         return self._judge_error
 
-    def rejected_output(self, error: Exception) -> list[LlmResponse] | None:
+    def rejected_output(self, error: Exception, metadata_key: str = METADATA_KEY) -> list[LlmResponse] | None:
         """The last rejected answer, if the call ends with ``error`` and no model served.
 
         The call ends that way when the router stops (``error`` is the last
@@ -632,8 +632,9 @@ class RoutedCall:
         route = {
             **self._notes,
             **notes,
+            **self._settings.record,
             "key": rejection.key,
-            "model": self._models[rejection.key].model,
+            self._settings.label: self.name_of(rejection.key),
             "failed_keys": list(errors),
             "errors": errors,
             "rejections": self._rejections(),
@@ -641,7 +642,7 @@ class RoutedCall:
             "rejected": rejection.reason,
         }
         observability.record_served(route)
-        return [self.stamp(response, route) for response in held]
+        return [self.stamp(response, route, metadata_key) for response in held]
 
     async def open_connection(
         self, key: str, stack: AsyncExitStack, connect: AbstractAsyncContextManager[BaseLlmConnection]
