@@ -9,6 +9,7 @@ workflow.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 from collections import OrderedDict
@@ -30,6 +31,7 @@ _QUESTION = "route"
 _Label = str | bool
 _Answer = tuple[_Label, float]  # A label and its probability.
 _INVOCATIONS_REMEMBERED = 256
+_TEXTS_REMEMBERED = 64  # Per invocation: a tool loop's calls.
 
 
 def model_input_text(ctx: RoutingContext) -> str:
@@ -220,17 +222,17 @@ class ClassifierStrategy(Strategy):
         if scope is not None and scope in memo.failed:
             return None  # Failed earlier in this invocation: logged then, the tail decides.
         known, answer = memo.lookup(scope, text)
-        if known == text:
+        if known == len(text):
             return answer
         if known is None or answer is None or (scope is None and answer[0] not in self.private):
             answer = await self._classify(scope, text)
         elif answer[0] not in self.private and self.private:
             # The same invocation, with more to read (a tool loop): only the addition is new.
-            addition = text[len(known) :].strip()
+            addition = text[known:].strip()
             extra = await self._classify(scope, addition) if addition else answer
             answer = extra if extra is None or extra[0] in self.private else answer
         # Otherwise the answer stands: a private text stays private, whatever is added to it.
-        if answer is not None:
+        if answer is not None and text:  # "" would start every text.
             memo.remember(scope, text, answer)
         return answer
 
@@ -295,25 +297,33 @@ def _labels_text(labels: frozenset[_Label] | set[_Label]) -> str:
 
 
 class _Memo:
-    """The answers given so far, by invocation (None: calls whose invocation is unknown)."""
+    """The answers given so far, by invocation (None: calls whose invocation is unknown).
+
+    Texts are kept as their length and SHA-256 digest, not as text: a
+    conversation's text may be long, and may be private.
+    """
 
     def __init__(self) -> None:
-        self._answers: OrderedDict[str | None, list[tuple[str, _Answer]]] = OrderedDict()
+        self._answers: OrderedDict[str | None, list[tuple[int, bytes, _Answer]]] = OrderedDict()
         self.failed: OrderedDict[str, None] = OrderedDict()
 
-    def lookup(self, scope: str | None, text: str) -> tuple[str | None, _Answer | None]:
-        """The longest text classified in ``scope`` that ``text`` starts with, and its answer."""
-        best: tuple[str | None, _Answer | None] = (None, None)
-        for known, answer in self._answers.get(scope, ()):
-            if text.startswith(known) and (best[0] is None or len(known) > len(best[0])):
-                best = (known, answer)
+    def lookup(self, scope: str | None, text: str) -> tuple[int | None, _Answer | None]:
+        """The length of the longest text classified in ``scope`` that starts ``text``, and its answer."""
+        best: tuple[int | None, _Answer | None] = (None, None)
+        for length, digest, answer in self._answers.get(scope, ()):
+            if (
+                (best[0] is None or length > best[0])
+                and length <= len(text)
+                and _digest(text[:length]) == digest
+            ):
+                best = (length, answer)
         return best
 
     def remember(self, scope: str | None, text: str, answer: _Answer) -> None:
         texts = self._answers.setdefault(scope, [])
         self._answers.move_to_end(scope)
-        texts.append((text, answer))
-        del texts[:-_INVOCATIONS_REMEMBERED]
+        texts.append((len(text), _digest(text), answer))
+        del texts[:-_TEXTS_REMEMBERED]
         while len(self._answers) > _INVOCATIONS_REMEMBERED:
             self._answers.popitem(last=False)
 
@@ -321,3 +331,7 @@ class _Memo:
         self.failed[scope] = None
         while len(self.failed) > _INVOCATIONS_REMEMBERED:
             self.failed.popitem(last=False)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
