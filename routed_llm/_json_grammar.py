@@ -120,8 +120,10 @@ def grammar_text(schema: Mapping[str, Any]) -> str:
     converter = _converter_class(llama_grammar)(
         prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
     )
-    resolved = converter.resolve_refs(schema, "response_schema")
-    converter.visit(resolved, "")
+    try:
+        converter.visit(converter.resolve_refs(schema, "response_schema"), "")
+    except (AssertionError, ValueError, KeyError, TypeError) as error:  # What the check above missed.
+        raise UnsupportedSchema("a construct llama.cpp's converter rejects", "", str(error)) from error
     return str(converter.format_grammar())
 
 
@@ -189,13 +191,19 @@ def _check(schema: Any, path: str, root: Mapping[str, Any]) -> None:
         ref = schema["$ref"]
         if not isinstance(ref, str) or not ref.startswith("#"):
             raise UnsupportedSchema(f"the remote '$ref' {ref!r}", path, "Inline it, or put it in '$defs'.")
+        if not _resolves(root, ref):
+            raise UnsupportedSchema(f"the '$ref' {ref!r} (to nothing)", path, "Define it in '$defs'.")
         _only("$ref", keys - {"$ref"}, path)
         return
     if "anyOf" in keys:
+        if not schema["anyOf"]:
+            raise UnsupportedSchema("an empty 'anyOf'", path, "No value is valid for it; give at least one.")
         _only("anyOf", keys - {"anyOf"}, path)
         for index, sub in enumerate(schema["anyOf"]):
             _check(sub, f"{path}/anyOf/{index}", root)
         return
+    if "enum" in keys and not schema["enum"]:
+        raise UnsupportedSchema("an empty 'enum'", path, "No value is valid for it; give at least one.")
     if "const" in keys or "enum" in keys:
         return  # The values are spelled out; nothing else can narrow them.
     kind = schema.get("type")
@@ -218,7 +226,15 @@ def _check_type(kind: object, path: str) -> None:
 
 
 def _check_object(schema: Mapping[str, Any], path: str, root: Mapping[str, Any]) -> None:
-    for name, sub in (schema.get("properties") or {}).items():
+    properties = schema.get("properties") or {}
+    undefined = [name for name in schema.get("required") or () if name not in properties]
+    if undefined:
+        raise UnsupportedSchema(
+            f"'required' naming {undefined[0]!r} (not in 'properties')",
+            path,
+            "The grammar writes only the properties it is given: define each required one.",
+        )
+    for name, sub in properties.items():
         _check(sub, f"{path}/properties/{name}", root)
     extra = schema.get("additionalProperties")
     if isinstance(extra, Mapping):
@@ -249,6 +265,9 @@ def _check_string(schema: Mapping[str, Any], keys: set[str], path: str) -> None:
         clash = sorted(lengths | (keys & {"format"}))
         if clash:
             raise UnsupportedSchema(f"'{clash[0]}' beside 'pattern'", path, "Put the length in the pattern.")
+        problem = _pattern_problem(schema["pattern"])
+        if problem:
+            raise UnsupportedSchema(f"the pattern {schema['pattern']!r}", path, problem)
     elif "format" in keys:
         form = schema["format"]
         if form not in _STRING_FORMATS:
@@ -259,6 +278,33 @@ def _check_string(schema: Mapping[str, Any], keys: set[str], path: str) -> None:
             )
         if lengths:
             raise UnsupportedSchema(f"'{sorted(lengths)[0]}' beside 'format'", path, _REWRITE)
+
+
+def _pattern_problem(pattern: object) -> str | None:
+    """Why llama.cpp's converter cannot turn ``pattern`` into grammar, or None if it can."""
+    from llama_cpp import llama_grammar
+
+    if not isinstance(pattern, str) or not (pattern.startswith("^") and pattern.endswith("$")):
+        return "The grammar takes a pattern anchored at both ends, '^...$' (it matches the whole string)."
+    converter = _converter_class(llama_grammar)(
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
+    try:
+        converter.visit({"type": "string", "pattern": pattern}, "")
+    except (AssertionError, ValueError) as error:  # The converter asserts on syntax it does not support.
+        return f"llama.cpp's converter says: {error}."
+    return None
+
+
+def _resolves(root: Mapping[str, Any], ref: str) -> bool:
+    """Whether a local ``$ref`` (a JSON pointer into ``root``) names a schema."""
+    node: Any = root
+    for token in ref[1:].split("/")[1:] if ref != "#" else ():
+        token = token.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, Mapping) or token not in node:
+            return False
+        node = node[token]
+    return isinstance(node, (Mapping, bool))
 
 
 def _check_number(schema: Mapping[str, Any], keys: set[str], path: str) -> None:

@@ -20,6 +20,7 @@ from routed_llm import (
     RoutingPlugin,
     hybrid_model_on_device_cloud,
 )
+from routed_llm.invocation import InvocationInfo, invocation_scope
 from routed_llm.strategies import CLOUD, ON_DEVICE, FirstMatch, PreRoutingStrategy, WithFallback
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, make_request, make_runner, run_agent, texts
@@ -445,6 +446,32 @@ async def test_a_social_security_number_in_a_function_response_keeps_the_rest_of
     assert len(cloud.calls) == 1
 
 
+async def test_a_request_with_an_image_the_classifier_cannot_read_goes_where_private_requests_go():
+    detector = answering({"probability": 0.0})
+    device, cloud = models(ON_DEVICE, CLOUD).values()
+    request = make_request("What does this document say?")
+    request.contents[0].parts.append(types.Part.from_bytes(data=b"\x89PNG...", mime_type="image/png"))
+    llm = hybrid_model_on_device_cloud(
+        on_device=device,
+        cloud=cloud,
+        strategy=WithFallback(privacy_gate(detector), fallback_order=[CLOUD, ON_DEVICE]),
+    )
+
+    [response] = await ask_request(llm, request)
+
+    assert response.custom_metadata["routed_llm"]["key"] == ON_DEVICE
+    assert (cloud.calls, detector.calls) == ([], [])
+
+
+async def test_a_text_function_that_returns_no_string_is_a_clear_error():
+    llm = RoutedLlm(
+        models=models(ON_DEVICE, CLOUD), router=privacy_gate(pii_detector(), text=lambda ctx: ctx.contents)
+    )
+
+    with pytest.raises(TypeError, match=r"text=...\) returned list; it returns the text to classify, a str"):
+        await ask(llm)
+
+
 # Bounded and not repeated.
 
 
@@ -564,6 +591,31 @@ async def test_a_timeout_is_logged_once_per_invocation_and_the_classifier_not_as
     assert len(device.calls) == 3
     assert len(hanging.calls) == 1
     assert len([r for r in caplog.records if r.name == "routed_llm.strategies.classifier"]) == 1
+
+
+async def test_a_private_conversation_stays_private_after_the_classifier_failed_in_its_invocation():
+    answers = iter([{"probability": 1.0}, ConnectionError("classifier down")])
+
+    def reply(request: LlmRequest):
+        answer = next(answers)
+        return answer if isinstance(answer, Exception) else json.dumps({"route": answer})
+
+    device, cloud = models(ON_DEVICE, CLOUD).values()
+    llm = hybrid_model_on_device_cloud(
+        on_device=device,
+        cloud=cloud,
+        strategy=WithFallback(
+            privacy_gate(ScriptedLlm(model="flaky", script=reply)), fallback_order=[CLOUD, ON_DEVICE]
+        ),
+    )
+    invocation = InvocationInfo("app", "user", "session", "invocation-1", "assistant", {})
+
+    with invocation_scope(invocation):
+        await ask(llm, "My SSN is 123-45-6789.")  # Private.
+        await ask(llm, "Another branch of the invocation.")  # The classifier fails here.
+        [response] = await ask(llm, "My SSN is 123-45-6789.", "Noted.", "Fill in the form.")
+
+    assert response.custom_metadata["routed_llm"]["key"] == ON_DEVICE
 
 
 # A private label's route is final.

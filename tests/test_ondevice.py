@@ -829,6 +829,14 @@ async def test_adks_llm_classifier_over_the_device_makes_the_routing_decision(de
         ({"oneOf": [{"type": "string"}, {"type": "integer"}]}, "'oneOf'"),
         ({"$ref": "https://example.com/schema.json"}, "the remote '$ref'"),
         ({"type": "string", "pattern": "^[a-z]+$", "maxLength": 5}, "'maxLength' beside 'pattern'"),
+        ({"type": "string", "pattern": "[0-9]+"}, "the pattern '[0-9]+'"),
+        ({"type": "string", "pattern": "^(?=a)b$"}, "the pattern '^(?=a)b$'"),
+        (
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]},
+            "'required' naming 'b'",
+        ),
+        ({"$ref": "#/$defs/Missing"}, "the '$ref' '#/$defs/Missing' (to nothing)"),
+        ({"type": "string", "enum": []}, "an empty 'enum'"),
     ],
     ids=[
         "not",

@@ -91,6 +91,11 @@ class ClassifierStrategy(Strategy):
     ``private`` label for it wins; with no ``private`` labels, the answer
     stands for the rest of the invocation.
 
+    With the default ``text``, a request holding media or a file (which no
+    text can show the classifier) is not classified: it goes to the key of
+    the ``private`` labels, confined, when they share one, and otherwise
+    the strategy makes no decision.
+
     If the classifier fails (raises, runs past ``timeout``, or answers
     something the question does not allow), the failure is logged once and
     the strategy makes no decision for the rest of the invocation, so
@@ -198,6 +203,13 @@ class ClassifierStrategy(Strategy):
         """Returns the key of the classifier's answer on the first pick, None after a failure."""
         if ctx.is_failover:
             return None
+        if self.private and self.text is model_input_text and _unreadable(ctx):
+            # The classifier would judge a passport photo by its caption: keep it where private goes.
+            keys = {self._by_label[label] for label in self.private}
+            key = keys.pop() if len(keys) == 1 else None
+            if key is not None:
+                ctx.confine(key)
+            return key
         text = self.text(ctx)
         if not isinstance(text, str):
             raise TypeError(
@@ -219,19 +231,19 @@ class ClassifierStrategy(Strategy):
     async def _answer(self, scope: str | None, text: str) -> _Answer | None:
         """The answer for ``text``, from what this invocation classified already where it can."""
         memo = self._memo
+        known, answer = memo.lookup(scope, text)
+        if known == len(text) or (answer is not None and answer[0] in self.private):
+            return answer  # Classified already, or extends a private text: so private too.
         if scope is not None and scope in memo.failed:
             return None  # Failed earlier in this invocation: logged then, the tail decides.
-        known, answer = memo.lookup(scope, text)
-        if known == len(text):
-            return answer
-        if known is None or answer is None or (scope is None and answer[0] not in self.private):
+        if known is None or scope is None:
             answer = await self._classify(scope, text)
-        elif answer[0] not in self.private and self.private:
+        elif self.private:
             # The same invocation, with more to read (a tool loop): only the addition is new.
             addition = text[known:].strip()
             extra = await self._classify(scope, addition) if addition else answer
             answer = extra if extra is None or extra[0] in self.private else answer
-        # Otherwise the answer stands: a private text stays private, whatever is added to it.
+        # With no private labels, the invocation's first answer stands as its text grows.
         if answer is not None and text:  # "" would start every text.
             memo.remember(scope, text, answer)
         return answer
@@ -277,6 +289,15 @@ class ClassifierStrategy(Strategy):
             return is_true, answer.probability if is_true else 1.0 - answer.probability
         kind = getattr(answer, "type", type(answer).__name__)
         raise ValueError(f"The classifier answered a {self.question.type} question with {kind!r}.")
+
+
+def _unreadable(ctx: RoutingContext) -> bool:
+    """Whether the request holds a part no text can show: media, or a file."""
+    return any(
+        part.inline_data is not None or part.file_data is not None
+        for content in ctx.contents
+        for part in content.parts or ()
+    )
 
 
 def _check_labels(name: str, given: Collection[object], labels: frozenset[_Label]) -> None:
