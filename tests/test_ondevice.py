@@ -847,6 +847,11 @@ async def test_adks_llm_classifier_over_the_device_makes_the_routing_decision(de
         "oneOf",
         "remote-ref",
         "pattern-and-length",
+        "unanchored-pattern",
+        "lookahead-pattern",
+        "required-undefined",
+        "dangling-ref",
+        "empty-enum",
     ],
 )
 async def test_a_schema_llama_cpp_cannot_enforce_is_refused_naming_the_construct(
