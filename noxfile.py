@@ -58,4 +58,5 @@ def benchmark(session: nox.Session) -> None:
         session.run("python", "benchmarks/resilience.py", "--transport", transport)
     session.install("-e", ".[ondevice]", env=PORTABLE_BUILD)
     session.run("python", "benchmarks/logprobs_cost.py")
+    session.run("python", "benchmarks/privacy_classifier.py")
     session.run("python", "-m", "benchmarks.cascade")

@@ -46,6 +46,7 @@ from google.genai import types
 from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
+from routed_llm._json_grammar import UnsupportedSchema, grammar_text, output_schema
 from routed_llm._text import instruction_text, part_text
 from routed_llm.errors import PermanentModelError, TransientModelError
 
@@ -122,7 +123,15 @@ class LlamaCppLlm(BaseLlm):
 
     Honours the request's system instruction (in any shape),
     ``max_output_tokens``, ``temperature``, ``top_p`` and ``stop_sequences``.
-    Streams token by token (partial responses, then the aggregate), and
+    With ``response_mime_type="application/json"`` it samples under
+    llama.cpp's JSON-schema grammar built from ``response_schema`` (a
+    pydantic model, a type, a genai ``Schema`` or a dict) or
+    ``response_json_schema``, so the output, streamed or not, is JSON valid
+    for the schema (any JSON without one); ``LlmAgent(output_schema=...)``
+    and ADK's ``LlmClassifier`` work on the device. A schema construct the
+    grammar cannot enforce (``not``, ``oneOf``, a string ``format`` other
+    than a date, time or UUID...) is an :class:`OnDeviceRequestError`
+    naming it. Streams token by token (partial responses, then the aggregate), and
     reports llama.cpp's own token counts as usage.
 
     The final response carries ``avg_logprobs``, the mean log-probability
@@ -220,11 +229,12 @@ class LlamaCppLlm(BaseLlm):
         Raises:
             OnDeviceModelError: The request needs tools or media, the input
                 is over the context window, or the model cannot be loaded.
-            OnDeviceRequestError: The request has no contents, or a
-                ``max_output_tokens`` below 1.
+            OnDeviceRequestError: The request has no contents, a
+                ``max_output_tokens`` below 1, or a response schema the
+                grammar cannot enforce (or without a JSON mime type).
         """
         messages = _messages(llm_request, strict=True)
-        options = _sampling(llm_request.config, self.seed)
+        options = _sampling(llm_request.config, self.seed) | _structured(llm_request.config)
         top_logprobs = _logprobs_asked(llm_request.config)
         handoff = _Handoff(asyncio.get_running_loop())
         await self._turn.acquire()
@@ -627,6 +637,23 @@ def _sampling(config: types.GenerateContentConfig | None, seed: int) -> dict[str
     if config.stop_sequences:
         options["stop"] = list(config.stop_sequences)
     return options
+
+
+def _structured(config: types.GenerateContentConfig | None) -> dict[str, Any]:
+    """The grammar that holds the output to the request's response schema; none for free text."""
+    _runtime_class()  # llama-cpp-python is installed, or OnDeviceModelError says how to install it.
+    try:
+        schema = output_schema(config)
+        if schema is None:
+            return {}
+        grammar = grammar_text(schema)
+    except UnsupportedSchema as error:
+        raise OnDeviceRequestError(str(error)) from error
+    except ValueError as error:
+        raise OnDeviceRequestError(f"The on-device model cannot read the response schema: {error}") from error
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return {"grammar": LlamaGrammar.from_string(grammar, verbose=False)}
 
 
 def _logprobs_asked(config: types.GenerateContentConfig | None) -> int | None:

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 
 import pytest
 from google.adk.agents import LlmAgent
 from google.adk.labs.classifiers import Binary, Choice, LlmClassifier, Score
 from google.adk.models.llm_request import LlmRequest
+from google.genai import types
 
-from routed_llm import ClassifierStrategy, HealthTracker, RoutedLlm
-from routed_llm.strategies import FirstMatch, PreRoutingStrategy, WithFallback
+from routed_llm import (
+    ClassifierStrategy,
+    HealthTracker,
+    RoutedLlm,
+    RoutingPlugin,
+    hybrid_model_on_device_cloud,
+)
+from routed_llm.invocation import InvocationInfo, invocation_scope
+from routed_llm.strategies import CLOUD, ON_DEVICE, FirstMatch, PreRoutingStrategy, WithFallback
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import collect, make_request, run_agent, texts
+from tests.conftest import collect, make_request, make_runner, run_agent, texts
 
 COMPLEXITY = Choice(
     instructions="How hard is this request to answer well?",
@@ -71,7 +81,7 @@ async def test_the_label_and_its_probability_are_recorded_with_the_route():
     assert (record["key"], record["label"], record["label_probability"]) == ("small", "simple", 0.75)
 
 
-async def test_the_classifier_reads_the_text_of_the_turns_the_model_will_read():
+async def test_the_classifier_reads_the_text_of_the_turns_the_model_will_read_joined_by_newlines():
     tiny = answering({"simple": 1.0, "complex": 0.0})
     llm = RoutedLlm(models=models("small", "large"), router=complexity(tiny))
 
@@ -258,6 +268,26 @@ def test_routed_llm_rejects_routes_naming_keys_it_does_not_have():
             TypeError,
             r"got ScriptedLlm. For a model, wrap it: LlmClassifier\(model=...\)",
         ),
+        (
+            lambda c: ClassifierStrategy(c, SENSITIVE, {True: "a", False: "b"}, private={"yes"}),
+            ValueError,
+            r"private\) names 'yes', not labels of the question",
+        ),
+        (
+            lambda c: ClassifierStrategy(c, SENSITIVE, {True: "a", False: "b"}, private=True),
+            TypeError,
+            r"private=...\) is a collection of labels, e.g. \{True\}",
+        ),
+        (
+            lambda c: ClassifierStrategy(c, SENSITIVE, {True: "a", False: "b"}, timeout=0),
+            ValueError,
+            r"timeout=...\) is a number of seconds above 0, or None; got 0",
+        ),
+        (
+            lambda c: ClassifierStrategy(c, SENSITIVE, {True: "a", False: "b"}, text="input"),
+            TypeError,
+            r"text=...\) must be callable",
+        ),
     ],
     ids=[
         "unknown-label",
@@ -270,6 +300,10 @@ def test_routed_llm_rejects_routes_naming_keys_it_does_not_have():
         "routes-not-a-mapping",
         "score-question",
         "model-not-classifier",
+        "unknown-private-label",
+        "private-not-a-collection",
+        "zero-timeout",
+        "text-not-callable",
     ],
 )
 def test_bad_arguments_fail_at_construction_saying_how_to_fix_them(build, error, message):
@@ -281,3 +315,371 @@ def test_declared_keys_are_the_keys_of_the_routes():
     strategy = ClassifierStrategy(classifier(answering({})), SENSITIVE, {True: "local", False: "cloud"})
 
     assert strategy.declared_keys == {"local", "cloud"}
+
+
+# What the model would receive, and a privacy gate on it.
+
+SSN = re.compile(r"\d{3}-\d{2}-\d{4}")
+
+
+def pii_detector() -> ScriptedLlm:
+    """A perfect PII classifier: probability 1 when the text it is shown holds a social security number."""
+
+    def reply(request: LlmRequest) -> str:
+        shown = request.contents[0].parts[0].text
+        return json.dumps({"route": {"probability": 1.0 if SSN.search(shown) else 0.0}})
+
+    return ScriptedLlm(model="pii-detector", script=reply)
+
+
+def privacy_gate(detector: ScriptedLlm, **options) -> ClassifierStrategy:
+    return ClassifierStrategy(
+        classifier(detector),
+        SENSITIVE,
+        {True: ON_DEVICE, False: CLOUD},
+        private={True},
+        **options,
+    )
+
+
+def shown(detector: ScriptedLlm) -> list[str]:
+    """The texts the classifier was asked about, in order."""
+    return [call.contents[0].parts[0].text for call in detector.calls]
+
+
+def look_up_customer(customer_id: str) -> dict[str, str]:
+    """Looks up a customer's record (a tool for the tests)."""
+    return {"name": "Jane Doe", "ssn": "123-45-6789"}
+
+
+def calls_the_tool_then_answers(times: int) -> ScriptedLlm:
+    """A model that calls ``look_up_customer`` until it has ``times`` responses, then answers."""
+
+    def reply(request: LlmRequest) -> types.Part | str:
+        responses = sum(1 for content in request.contents for part in content.parts if part.function_response)
+        if responses < times:
+            call = types.FunctionCall(name="look_up_customer", args={"customer_id": f"c{responses}"})
+            return types.Part(function_call=call)
+        return "done"
+
+    return ScriptedLlm(model="tool-caller", script=reply)
+
+
+async def run_with_plugin(agent: LlmAgent, text: str, **state: str) -> list:
+    runner = make_runner(agent, plugins=[RoutingPlugin()])
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user", state=state)
+    message = types.Content(role="user", parts=[types.Part(text=text)])
+    return [
+        event async for event in runner.run_async(user_id="user", session_id=session.id, new_message=message)
+    ]
+
+
+async def test_by_default_the_classifier_reads_the_system_instruction_turns_and_function_traffic():
+    detector = pii_detector()
+    request = make_request("Summarise the record.")
+    request.config.system_instruction = "Be brief."
+    request.contents.append(
+        types.Content(
+            role="user",
+            parts=[types.Part(function_response=types.FunctionResponse(name="look_up", response={"ok": 1}))],
+        )
+    )
+    llm = RoutedLlm(models=models(ON_DEVICE, CLOUD), router=privacy_gate(detector))
+
+    await ask_request(llm, request)
+
+    assert shown(detector) == ['Be brief.\nSummarise the record.\n{"name": "look_up", "response": {"ok": 1}}']
+
+
+async def ask_request(llm: RoutedLlm, request: LlmRequest) -> list:
+    return await collect(llm.generate_content_async(request))
+
+
+async def test_text_narrows_what_the_classifier_reads():
+    detector = pii_detector()
+    request = make_request("Summarise the record.")
+    request.config.system_instruction = "Be brief."
+    llm = RoutedLlm(
+        models=models(ON_DEVICE, CLOUD), router=privacy_gate(detector, text=lambda ctx: ctx.input_text)
+    )
+
+    await ask_request(llm, request)
+
+    assert shown(detector) == ["Summarise the record."]
+
+
+async def test_a_social_security_number_templated_into_the_instruction_keeps_the_request_local():
+    device, cloud = models(ON_DEVICE, CLOUD).values()
+    agent = LlmAgent(
+        name="assistant",
+        model=hybrid_model_on_device_cloud(
+            on_device=device,
+            cloud=cloud,
+            strategy=WithFallback(privacy_gate(pii_detector()), fallback_order=[ON_DEVICE]),
+        ),
+        instruction="The customer's social security number is {ssn}.",
+    )
+
+    events = await run_with_plugin(agent, "Fill in the form.", ssn="123-45-6789")
+
+    assert [e.custom_metadata["routed_llm"]["key"] for e in events if e.content] == [ON_DEVICE]
+    assert cloud.calls == []
+
+
+async def test_a_social_security_number_in_a_function_response_keeps_the_rest_of_the_tool_loop_local():
+    device = ScriptedLlm(model="device", script=lambda request: "local answer")
+    cloud = calls_the_tool_then_answers(1)
+    agent = LlmAgent(
+        name="assistant",
+        model=hybrid_model_on_device_cloud(
+            on_device=device,
+            cloud=cloud,
+            strategy=WithFallback(privacy_gate(pii_detector()), fallback_order=[ON_DEVICE]),
+        ),
+        tools=[look_up_customer],
+    )
+
+    events = await run_with_plugin(agent, "Look up customer c0.")
+
+    served = [e.custom_metadata["routed_llm"]["key"] for e in events if e.custom_metadata]
+    assert served == [CLOUD, ON_DEVICE]
+    assert len(cloud.calls) == 1
+
+
+async def test_a_request_with_an_image_the_classifier_cannot_read_goes_where_private_requests_go():
+    detector = answering({"probability": 0.0})
+    device, cloud = models(ON_DEVICE, CLOUD).values()
+    request = make_request("What does this document say?")
+    request.contents[0].parts.append(types.Part.from_bytes(data=b"\x89PNG...", mime_type="image/png"))
+    llm = hybrid_model_on_device_cloud(
+        on_device=device,
+        cloud=cloud,
+        strategy=WithFallback(privacy_gate(detector), fallback_order=[CLOUD, ON_DEVICE]),
+    )
+
+    [response] = await ask_request(llm, request)
+
+    assert response.custom_metadata["routed_llm"]["key"] == ON_DEVICE
+    assert (cloud.calls, detector.calls) == ([], [])
+
+
+async def test_a_text_function_that_returns_no_string_is_a_clear_error():
+    llm = RoutedLlm(
+        models=models(ON_DEVICE, CLOUD), router=privacy_gate(pii_detector(), text=lambda ctx: ctx.contents)
+    )
+
+    with pytest.raises(TypeError, match=r"text=...\) returned list; it returns the text to classify, a str"):
+        await ask(llm)
+
+
+# Bounded and not repeated.
+
+
+async def test_a_tool_loop_of_ten_model_calls_classifies_once():
+    tiny = answering({"simple": 0.9, "complex": 0.1})
+    small = calls_the_tool_then_answers(9)
+    llm = RoutedLlm(models={"small": small, "large": models("large")["large"]}, router=complexity(tiny))
+    agent = LlmAgent(name="assistant", model=llm, tools=[look_up_customer])
+
+    await run_with_plugin(agent, "Look up customer c0.")
+
+    assert (len(small.calls), len(tiny.calls)) == (10, 1)
+
+
+async def test_a_private_tool_loop_of_ten_model_calls_classifies_once():
+    detector = pii_detector()
+    device = calls_the_tool_then_answers(9)
+    agent = LlmAgent(
+        name="assistant",
+        model=hybrid_model_on_device_cloud(
+            on_device=device,
+            cloud=models(CLOUD)[CLOUD],
+            strategy=WithFallback(privacy_gate(detector), fallback_order=[ON_DEVICE]),
+        ),
+        tools=[look_up_customer],
+    )
+
+    await run_with_plugin(agent, "My SSN is 987-65-4321; look up customer c0.")
+
+    assert (len(device.calls), len(detector.calls)) == (10, 1)
+
+
+async def test_a_public_tool_loop_classifies_only_what_each_model_call_adds():
+    detector = answering({"probability": 0.0})
+    cloud = calls_the_tool_then_answers(2)
+    agent = LlmAgent(
+        name="assistant",
+        model=hybrid_model_on_device_cloud(
+            on_device=models(ON_DEVICE)[ON_DEVICE],
+            cloud=cloud,
+            strategy=WithFallback(privacy_gate(detector), fallback_order=[ON_DEVICE]),
+        ),
+        tools=[look_up_customer],
+    )
+
+    await run_with_plugin(agent, "Look up customer c0.")
+
+    [first, *additions] = shown(detector)
+    assert first.endswith("Look up customer c0.")
+    assert [json.loads(line)["name"] for text in additions for line in text.splitlines()] == [
+        "look_up_customer"
+    ] * 4
+    assert len(additions) == 2
+
+
+async def test_the_same_text_is_classified_once_within_an_invocation_without_any_tool():
+    tiny = answering({"simple": 0.9, "complex": 0.1})
+    llm = RoutedLlm(models=models("small", "large"), router=complexity(tiny))
+    agent = LlmAgent(name="assistant", model=llm)
+    runner = make_runner(agent, plugins=[RoutingPlugin()])
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+
+    for _ in range(2):  # Two invocations: each is classified.
+        message = types.Content(role="user", parts=[types.Part(text="Hi")])
+        async for _event in runner.run_async(user_id="user", session_id=session.id, new_message=message):
+            pass
+
+    assert len(tiny.calls) == 2
+
+
+class NeverAnswers(ScriptedLlm):
+    """A classifier model that records each call and never answers it."""
+
+    def __init__(self) -> None:
+        super().__init__(model="never-answers", script=lambda request: "{}")
+
+    async def generate_content_async(self, llm_request, stream=False):
+        async for response in super().generate_content_async(llm_request, stream):
+            await asyncio.Event().wait()  # Nobody sets it.
+            yield response
+
+
+def never_answers() -> NeverAnswers:
+    return NeverAnswers()
+
+
+async def test_a_classifier_past_its_timeout_makes_no_decision_so_the_tail_serves(caplog):
+    caplog.set_level(logging.WARNING, logger="routed_llm.strategies.classifier")
+    llm = RoutedLlm(
+        models=models(ON_DEVICE, CLOUD),
+        router=WithFallback(privacy_gate(never_answers(), timeout=0.01), fallback_order=[ON_DEVICE]),
+    )
+
+    responses = await ask(llm)
+
+    assert texts(responses) == ["on_device answer"]
+    [record] = [r for r in caplog.records if r.name == "routed_llm.strategies.classifier"]
+    assert "took over 0.01s; no decision" in record.getMessage()
+
+
+async def test_a_timeout_is_logged_once_per_invocation_and_the_classifier_not_asked_again(caplog):
+    caplog.set_level(logging.WARNING, logger="routed_llm.strategies.classifier")
+    hanging = never_answers()
+    device = calls_the_tool_then_answers(2)
+    agent = LlmAgent(
+        name="assistant",
+        model=hybrid_model_on_device_cloud(
+            on_device=device,
+            cloud=models(CLOUD)[CLOUD],
+            strategy=WithFallback(privacy_gate(hanging, timeout=0.01), fallback_order=[ON_DEVICE]),
+        ),
+        tools=[look_up_customer],
+    )
+
+    await run_with_plugin(agent, "Look up customer c0.")
+
+    assert len(device.calls) == 3
+    assert len(hanging.calls) == 1
+    assert len([r for r in caplog.records if r.name == "routed_llm.strategies.classifier"]) == 1
+
+
+async def test_a_private_conversation_stays_private_after_the_classifier_failed_in_its_invocation():
+    answers = iter([{"probability": 1.0}, ConnectionError("classifier down")])
+
+    def reply(request: LlmRequest):
+        answer = next(answers)
+        return answer if isinstance(answer, Exception) else json.dumps({"route": answer})
+
+    device, cloud = models(ON_DEVICE, CLOUD).values()
+    llm = hybrid_model_on_device_cloud(
+        on_device=device,
+        cloud=cloud,
+        strategy=WithFallback(
+            privacy_gate(ScriptedLlm(model="flaky", script=reply)), fallback_order=[CLOUD, ON_DEVICE]
+        ),
+    )
+    invocation = InvocationInfo("app", "user", "session", "invocation-1", "assistant", {})
+
+    with invocation_scope(invocation):
+        await ask(llm, "My SSN is 123-45-6789.")  # Private.
+        await ask(llm, "Another branch of the invocation.")  # The classifier fails here.
+        [response] = await ask(llm, "My SSN is 123-45-6789.", "Noted.", "Fill in the form.")
+
+    assert response.custom_metadata["routed_llm"]["key"] == ON_DEVICE
+
+
+# A private label's route is final.
+
+
+def sure_it_is_private() -> ScriptedLlm:
+    return answering({"probability": 1.0})
+
+
+async def test_a_private_label_whose_key_is_unavailable_is_still_served_there_never_by_the_tail():
+    health = HealthTracker(failure_threshold=1, cooldown=30.0, clock=lambda: 0.0)
+    health.record_failure(ON_DEVICE, ConnectionError("device busy"), "transient")
+    device, cloud = models(ON_DEVICE, CLOUD).values()
+    llm = hybrid_model_on_device_cloud(
+        on_device=device,
+        cloud=cloud,
+        strategy=WithFallback(privacy_gate(sure_it_is_private()), fallback_order=[CLOUD, ON_DEVICE]),
+        health=health,
+    )
+
+    [response] = await ask(llm)
+
+    assert response.custom_metadata["routed_llm"]["key"] == ON_DEVICE
+    assert cloud.calls == []
+
+
+async def test_a_private_request_whose_device_fails_ends_with_its_error_never_reaching_the_cloud():
+    device = ScriptedLlm(model="device", script=[ConnectionError("device crashed")])
+    cloud = models(CLOUD)[CLOUD]
+    llm = hybrid_model_on_device_cloud(
+        on_device=device,
+        cloud=cloud,
+        strategy=WithFallback(privacy_gate(sure_it_is_private()), fallback_order=[CLOUD, ON_DEVICE]),
+    )
+
+    with pytest.raises(ConnectionError, match="device crashed"):
+        await ask(llm)
+    assert cloud.calls == []
+
+
+async def test_a_public_request_whose_device_fails_still_falls_back_to_the_tail():
+    llm = hybrid_model_on_device_cloud(
+        on_device=ScriptedLlm(model="device", script=[ConnectionError("device crashed")]),
+        cloud=models(CLOUD)[CLOUD],
+        strategy=WithFallback(
+            ClassifierStrategy(
+                classifier(answering({"probability": 1.0})), SENSITIVE, {True: ON_DEVICE, False: CLOUD}
+            ),
+            fallback_order=[CLOUD],
+        ),
+    )
+
+    [response] = await ask(llm)
+
+    assert response.custom_metadata["routed_llm"]["key"] == CLOUD
+
+
+async def test_the_confinement_is_recorded_with_the_route():
+    llm = hybrid_model_on_device_cloud(
+        on_device=models(ON_DEVICE)[ON_DEVICE],
+        cloud=models(CLOUD)[CLOUD],
+        strategy=WithFallback(privacy_gate(sure_it_is_private()), fallback_order=[ON_DEVICE]),
+    )
+
+    [response] = await ask(llm)
+
+    assert response.custom_metadata["routed_llm"]["confined_to"] == ON_DEVICE

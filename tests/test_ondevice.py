@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import json
+import re
 import subprocess
 import sys
 import threading
@@ -18,13 +20,22 @@ import pytest
 pytest.importorskip("llama_cpp", reason="install the 'ondevice' extra (nox does)")
 
 from google.adk.agents import LlmAgent
+from google.adk.labs.classifiers import Binary, LlmClassifier
 from google.adk.models import Gemini
 from google.adk.models.llm_request import LlmRequest
 from google.genai import types
+from pydantic import BaseModel
 
-from routed_llm import RoutedLlm, hybrid_model_on_device_cloud, is_transient, ondevice
+from routed_llm import ClassifierStrategy, RoutedLlm, hybrid_model_on_device_cloud, is_transient, ondevice
 from routed_llm.ondevice import LlamaCppLlm, OnDeviceModelError, OnDeviceRequestError, default_model_path
-from routed_llm.strategies import CLOUD, ON_DEVICE, PREFER_IN_CLOUD, FallbackStrategy, InputSizeStrategy
+from routed_llm.strategies import (
+    CLOUD,
+    ON_DEVICE,
+    PREFER_IN_CLOUD,
+    FallbackStrategy,
+    InputSizeStrategy,
+    WithFallback,
+)
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, get_weather, run_agent, texts, weather_round_trip
 from tests.fake_servers import ClosedPort, Error, FakeGemini, Text
@@ -722,3 +733,140 @@ async def test_a_device_attempt_cut_mid_generation_fails_over_and_frees_the_devi
     assert texts(responses) == ["from the cloud"]
     assert responses[0].custom_metadata["routed_llm"]["errors"] == {ON_DEVICE: "AttemptTimeout"}
     assert texts(await collect(device.generate_content_async(request())))[0].strip()
+
+
+class Capital(BaseModel):
+    country: str
+    capital: str
+
+
+def asking_for(schema: object, *, json_schema: bool = False, **config) -> LlmRequest:
+    """The question, with the output held to ``schema`` as ADK's set_output_schema or response_json_schema."""
+    asked = request(max_output_tokens=48, **config)
+    if json_schema:
+        asked.config.response_json_schema = schema
+        asked.config.response_mime_type = "application/json"
+    else:
+        asked.set_output_schema(schema)
+    return asked
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_a_response_schema_holds_the_answer_to_json_valid_for_it(device, stream):
+    responses = await collect(device.generate_content_async(asking_for(Capital), stream=stream))
+
+    final = responses[-1]
+    assert final.finish_reason == types.FinishReason.STOP
+    assert Capital.model_validate_json(final.content.parts[0].text)
+    assert "".join(texts(responses[:-1])) == (final.content.parts[0].text if stream else "")
+
+
+async def test_a_response_json_schema_holds_numbers_to_their_range(device):
+    schema = {
+        "type": "object",
+        "properties": {"probability": {"type": "number", "minimum": 0, "maximum": 1}},
+        "required": ["probability"],
+    }
+    asked = asking_for(schema, json_schema=True)
+    asked.contents[0].parts[0].text = "How likely is rain tomorrow, from 0 to 100?"
+
+    [response] = await collect(device.generate_content_async(asked))
+
+    assert 0 <= json.loads(response.content.parts[0].text)["probability"] <= 1
+
+
+async def test_an_llm_agent_with_an_output_schema_on_the_device_stores_valid_output(device):
+    agent = LlmAgent(
+        name="geographer",
+        model=device,
+        output_schema=Capital,
+        output_key="capital",
+        generate_content_config=types.GenerateContentConfig(temperature=0.0, max_output_tokens=48),
+    )
+
+    events, _ = await run_agent(agent, QUESTION)
+
+    [stored] = [event.actions.state_delta["capital"] for event in events if event.actions.state_delta]
+    assert Capital.model_validate(stored)
+
+
+async def test_adks_llm_classifier_over_the_device_makes_the_routing_decision(device):
+    classifier = LlmClassifier(
+        model=device, generate_content_config=types.GenerateContentConfig(temperature=0.0)
+    )
+    routed = RoutedLlm(
+        models={
+            "local": ScriptedLlm(model="local-model", script=lambda request: "local answer"),
+            "remote": ScriptedLlm(model="remote-model", script=lambda request: "remote answer"),
+        },
+        router=WithFallback(
+            ClassifierStrategy(
+                classifier,
+                Binary(instructions="Does the request contain personal data?"),
+                {True: "local", False: "remote"},
+            ),
+            fallback_order=["remote"],
+        ),
+    )
+    agent = LlmAgent(name="assistant", model=routed)
+
+    events, _ = await run_agent(agent, "My social security number is 123-45-6789.")
+
+    [answer] = [event for event in events if event.content and event.content.parts]
+    assert answer.custom_metadata["routed_llm"]["label"] in (True, False)
+
+
+@pytest.mark.parametrize(
+    ("schema", "construct"),
+    [
+        ({"type": "object", "not": {"required": ["x"]}}, "'not' at the root"),
+        (
+            {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 5}}},
+            "'multipleOf' at /properties/n",
+        ),
+        ({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "'uniqueItems'"),
+        ({"type": "string", "format": "email"}, "the string format 'email'"),
+        ({"type": "integer", "minimum": 1, "maximum": 10_000}, "the range minimum=1, maximum=10000"),
+        ({"oneOf": [{"type": "string"}, {"type": "integer"}]}, "'oneOf'"),
+        ({"$ref": "https://example.com/schema.json"}, "the remote '$ref'"),
+        ({"type": "string", "pattern": "^[a-z]+$", "maxLength": 5}, "'maxLength' beside 'pattern'"),
+        ({"type": "string", "pattern": "[0-9]+"}, "the pattern '[0-9]+'"),
+        ({"type": "string", "pattern": "^(?=a)b$"}, "the pattern '^(?=a)b$'"),
+        (
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]},
+            "'required' naming 'b'",
+        ),
+        ({"$ref": "#/$defs/Missing"}, "the '$ref' '#/$defs/Missing' (to nothing)"),
+        ({"type": "string", "enum": []}, "an empty 'enum'"),
+    ],
+    ids=[
+        "not",
+        "multipleOf",
+        "uniqueItems",
+        "format",
+        "wide-range",
+        "oneOf",
+        "remote-ref",
+        "pattern-and-length",
+        "unanchored-pattern",
+        "lookahead-pattern",
+        "required-undefined",
+        "dangling-ref",
+        "empty-enum",
+    ],
+)
+async def test_a_schema_llama_cpp_cannot_enforce_is_refused_naming_the_construct(
+    device, generations, schema, construct
+):
+    with pytest.raises(OnDeviceRequestError, match=re.escape(construct)):
+        await collect(device.generate_content_async(asking_for(schema, json_schema=True)))
+    assert generations.prompts == []
+
+
+async def test_a_schema_without_a_json_mime_type_is_refused(device, generations):
+    asked = request()
+    asked.config.response_json_schema = {"type": "object"}
+
+    with pytest.raises(OnDeviceRequestError, match="response_mime_type='application/json'"):
+        await collect(device.generate_content_async(asked))
+    assert generations.prompts == []

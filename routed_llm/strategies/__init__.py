@@ -43,7 +43,7 @@ from routed_llm.strategies.base import (
 )
 from routed_llm.strategies.base import TransientPolicy as TransientPolicy
 from routed_llm.strategies.base import decide as decide
-from routed_llm.strategies.classifier import ClassifierStrategy
+from routed_llm.strategies.classifier import ClassifierStrategy, model_input_text
 from routed_llm.strategies.experiments import ABTestStrategy, StickyPerInvocation
 from routed_llm.strategies.hybrid import (
     CLOUD,
@@ -77,5 +77,6 @@ __all__ = [
     "estimate_tokens",
     "hybrid_model_on_device_cloud",
     "is_transient",
+    "model_input_text",
     "request_text",
 ]

@@ -28,6 +28,7 @@ from routed_llm.routing import (
     ErrorContext,
     annotate_route,
     note_skipped,
+    route_notes,
     soonest_available,
     unavailable_reason,
 )
@@ -37,6 +38,8 @@ Decision = str | None
 
 TransientPolicy = Callable[[BaseException], bool]
 """Decides whether a failure may fall back; :func:`is_transient` by default."""
+
+_CONFINED_TO = "confined_to"  # The route note RoutingContext.confine writes.
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,27 @@ class RoutingContext:
     def annotate(self, **values: str | int | float | bool) -> bool:
         """Records values with the route: see :func:`~routed_llm.annotate_route`."""
         return annotate_route(**values)
+
+    def confine(self, key: str) -> bool:
+        """Keeps the rest of this call on ``key``: no built-in strategy picks another key after it.
+
+        For a decision no failure may undo, such as "this request is
+        private, it stays on the device": after ``key`` fails, the tails of
+        :class:`WithFallback` and :class:`FallbackStrategy` skip every other
+        key, so the call ends with ``key``'s error. Recorded with the route as
+        ``confined_to``. A router of your own that picks after a failure
+        reads :attr:`confined_to` to do the same.
+
+        Returns:
+            True if recorded; False when no routing call is under way.
+        """
+        return annotate_route(confined_to=key)
+
+    @property
+    def confined_to(self) -> str | None:
+        """The key an earlier decision in this call confined it to (:meth:`confine`), if any."""
+        key = route_notes().get(_CONFINED_TO)
+        return key if isinstance(key, str) else None
 
     @property
     def input_chars(self) -> int:
@@ -355,8 +379,8 @@ def _next_in_order(order: Sequence[str], ctx: RoutingContext, may_fall_back: Tra
     """The first key of ``order`` not yet failed, if the last failure allows."""
     if ctx.error_context is not None and not may_fall_back(ctx.error_context.last_error):
         return None
-    failed = ctx.failed_keys
-    candidates = [key for key in order if key not in failed]
+    failed, confined = ctx.failed_keys, ctx.confined_to
+    candidates = [key for key in order if key not in failed and confined in (None, key)]
     return next((key for key in candidates if ctx.is_available(key)), None) or soonest_available(
         [key for key in candidates if ctx._unserved_need(key) is None]
     )
