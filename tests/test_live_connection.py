@@ -8,7 +8,6 @@ every other attribute and method of the model's connection through.
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -145,7 +144,10 @@ async def test_received_responses_are_still_stamped_with_the_route():
         responses = await collect(connection.receive())
 
     assert texts(responses) == ["live from model-b"]
-    assert (responses[0].custom_metadata[RECORD]["key"], responses[0].custom_metadata[RECORD]["failed_keys"]) == (
+    assert (
+        responses[0].custom_metadata[RECORD]["key"],
+        responses[0].custom_metadata[RECORD]["failed_keys"],
+    ) == (
         "b",
         ["a"],
     )

@@ -7,9 +7,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from google.adk.agents import LlmAgent
+from google.adk.models import Gemini
 
+from routed_llm import RoutedLlm
+from routed_llm.testing import ScriptedLlm
+from tests.conftest import run_agent, texts
 from tests.fake_servers import Error, FakeGemini, Text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +27,93 @@ def quick_start_commands() -> list[str]:
     block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
     assert block is not None, "the Quick start section has no bash block"
     return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def python_block(page: str, heading: str, index: int = 0) -> str:
+    """The ``index``-th Python block after ``heading`` (a whole line) on ``page``."""
+    section = (ROOT / page).read_text().split(f"\n{heading}\n", 1)[1]
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)[index]
+
+
+def run_snippet(page: str, heading: str, **stand_ins: object) -> dict[str, object]:
+    """Runs a page's Python block as pasted; ``stand_ins`` are the names it leaves to the reader."""
+    namespace: dict[str, object] = dict(stand_ins)
+    exec(compile(python_block(page, heading), f"{page}, {heading}", "exec"), namespace)
+    return namespace
+
+
+def retry_attempts(llm: RoutedLlm) -> dict[str, int | None]:
+    """Each routed Gemini's attempts per call; None where google-genai's default retries apply."""
+    models = {key: model for key, model in llm.models.items() if isinstance(model, Gemini)}
+    return {
+        key: model.retry_options.attempts if model.retry_options else None for key, model in models.items()
+    }
+
+
+def agents_model(namespace: dict[str, object]) -> RoutedLlm:
+    """The RoutedLlm of the ``agent`` a snippet built."""
+    agent = namespace["agent"]
+    assert isinstance(agent, LlmAgent)
+    assert isinstance(agent.model, RoutedLlm)
+    return agent.model
+
+
+def hybrid_snippet(on_device: ScriptedLlm) -> RoutedLlm:
+    """The README's hybrid snippet, with what it leaves to the reader: online, not opted out."""
+    namespace = run_snippet(
+        "README.md",
+        "## Ready-made strategies",
+        on_device_model=on_device,
+        user_opted_out_of_cloud=False,
+        net=SimpleNamespace(is_online=lambda: True),
+    )
+    smart = namespace["smart"]
+    assert isinstance(smart, RoutedLlm)
+    return smart
+
+
+@pytest.fixture
+def genai_transport(monkeypatch):
+    """google-genai on the transport under test, with a key, as in tests/test_provider_gemini.py."""
+    import google.genai._api_client as api_client
+
+    transport = os.environ.get("ROUTED_LLM_GENAI_TRANSPORT", "httpx")
+    monkeypatch.setattr(api_client, "has_aiohttp", transport == "aiohttp")
+    monkeypatch.setenv("GOOGLE_API_KEY", "test-key")
+
+
+def test_the_readmes_first_snippet_makes_one_attempt_per_model_so_it_fails_over_at_once():
+    llm = agents_model(run_snippet("README.md", "## Use"))
+
+    assert retry_attempts(llm) == {"primary": 1, "fallback": 1}
+
+
+def test_the_docs_home_page_snippet_runs_and_makes_one_attempt_per_model():
+    llm = agents_model(run_snippet("docs/index.md", "## Quick start"))
+
+    assert retry_attempts(llm) == {"flash": 1, "pro": 1}
+
+
+def test_the_readmes_hybrid_snippet_makes_one_attempt_on_the_cloud():
+    smart = hybrid_snippet(ScriptedLlm(model="on-device"))
+
+    assert retry_attempts(smart) == {"cloud": 1}
+
+
+@pytest.mark.usefixtures("genai_transport")
+async def test_the_readmes_hybrid_snippet_answers_on_the_device_when_the_cloud_key_is_refused(monkeypatch):
+    server = FakeGemini().start()
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.url)
+    server.script("gemini-2.5-flash", Error(401, "UNAUTHENTICATED"))
+    smart = hybrid_snippet(ScriptedLlm(model="on-device", script=["answered on the device"]))
+    try:
+        events, _ = await run_agent(LlmAgent(name="assistant", model=smart), "What is the capital of France?")
+    finally:
+        server.stop()
+
+    assert len(server.calls_to("gemini-2.5-flash")) == 1
+    assert texts(events) == ["answered on the device"]
+    assert events[0].custom_metadata["routed_llm"]["failed_keys"] == ["cloud"]
 
 
 def test_quick_start_holds_exactly_two_commands():
