@@ -102,6 +102,8 @@ class RoutedConnection(BaseLlmConnection):
     """
 
     _OWN = frozenset({"_connection", "_route"})
+    _connection: BaseLlmConnection
+    _route: dict[str, Any]
 
     def __init__(self, connection: BaseLlmConnection, route: dict[str, Any]) -> None:
         object.__setattr__(self, "_connection", connection)

@@ -43,7 +43,7 @@ from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.genai import types
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, model_validator
 from typing_extensions import override
 
 from routed_llm._text import instruction_text, part_text
@@ -142,7 +142,9 @@ class LlamaCppLlm(BaseLlm):
     behind. See ``docs/on-device.md``.
 
     Attributes:
-        model: The name reported to ADK.
+        model: The name reported to ADK (and in route records). Defaults to
+            the file's name without ``.gguf`` when ``model_path`` is given,
+            else ``smollm2-135m-instruct``.
         model_path: A GGUF file; None for the bundled SmolLM2.
         n_ctx: The context window, in tokens.
         n_threads: CPU threads for generation; None lets llama.cpp choose.
@@ -162,6 +164,14 @@ class LlamaCppLlm(BaseLlm):
     _executor_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _executor_instance: ThreadPoolExecutor | None = PrivateAttr(default=None)
     _turn: _Turn = PrivateAttr(default_factory=lambda: _Turn())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_after_the_file(cls, data: Any) -> Any:
+        """Names a model loaded from ``model_path`` after its file, unless given a name."""
+        if isinstance(data, dict) and "model" not in data and data.get("model_path"):
+            return {**data, "model": Path(str(data["model_path"])).stem}
+        return data
 
     async def load(self) -> None:
         """Loads the weights now, on the instance's worker thread, rather than on the first call.
