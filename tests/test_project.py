@@ -1,4 +1,4 @@
-"""The README's promises: the quick start and CI stay in step, the demo runs."""
+"""The README's and docs' promises: quick start and CI in step, snippets true, the demo runs."""
 
 from __future__ import annotations
 
@@ -13,9 +13,19 @@ import pytest
 from google.adk.agents import LlmAgent
 from google.adk.models import Gemini
 
-from routed_llm import RoutedLlm
+from routed_llm import Limit, RateLimits, RoutedLlm, hybrid_model_on_device_cloud
+from routed_llm.redis import RedisStore
+from routed_llm.strategies import (
+    CLOUD,
+    ON_DEVICE,
+    ConnectivityStrategy,
+    FirstMatch,
+    InputSizeStrategy,
+    PreRoutingStrategy,
+    request_text,
+)
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import run_agent, texts
+from tests.conftest import make_request, run_agent, texts
 from tests.fake_servers import Error, FakeGemini, Text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +124,85 @@ async def test_the_readmes_hybrid_snippet_answers_on_the_device_when_the_cloud_k
     assert len(server.calls_to("gemini-2.5-flash")) == 1
     assert texts(events) == ["answered on the device"]
     assert events[0].custom_metadata["routed_llm"]["failed_keys"] == ["cloud"]
+
+
+def page_text(page: str) -> str:
+    """A docs page with its line breaks folded, so a sentence reads as one line."""
+    return " ".join((ROOT / page).read_text().split())
+
+
+def one_word_rule() -> PreRoutingStrategy:
+    """The strategies page's one-line PreRoutingStrategy example, with its imports."""
+    names = {"PreRoutingStrategy": PreRoutingStrategy, "ON_DEVICE": ON_DEVICE, "request_text": request_text}
+    rule = eval(python_block("docs/strategies.md", "### PreRoutingStrategy").strip(), names)
+    assert isinstance(rule, PreRoutingStrategy)
+    return rule
+
+
+async def test_every_word_the_strategies_page_says_its_one_word_rule_leaks_gets_past_it():
+    rule = one_word_rule()
+    listed = re.search(r"A one-word rule like this one leaks \((.*?)\)", page_text("docs/strategies.md"))
+    assert listed is not None
+    leaks = re.findall(r'"(.*?)"', listed.group(1).split(";")[0])
+
+    decisions = {word: await rule({}, make_request(f"Here it is: {word}"), None) for word in leaks}
+
+    assert leaks
+    assert decisions == dict.fromkeys(leaks)
+
+
+async def test_the_one_word_rule_catches_the_word_the_strategies_page_says_it_catches():
+    rule = one_word_rule()
+    assert '"passwords" it does catch' in page_text("docs/strategies.md")
+
+    assert await rule({}, make_request("my passwords are in a file"), None) == ON_DEVICE
+
+
+NEVER_FALL_BACK = {
+    "PreRoutingStrategy(fn)": lambda: PreRoutingStrategy(lambda ctx: CLOUD),
+    "ConnectivityStrategy": lambda: ConnectivityStrategy(is_online=lambda: True),
+    "InputSizeStrategy": lambda: InputSizeStrategy(max_chars=1, small=ON_DEVICE, large=CLOUD),
+    "FirstMatch": lambda: FirstMatch(
+        [PreRoutingStrategy(lambda ctx: ""), ConnectivityStrategy(is_online=lambda: True)]
+    ),
+}
+
+
+def test_the_readme_names_exactly_the_strategies_that_never_fall_back_on_their_own():
+    prose = page_text("README.md").split("## Ready-made strategies", 1)[1].split("```")[2]
+    claim = next(sentence for sentence in prose.split(". ") if "never fall back" in sentence)
+    transient_only = next(sentence for sentence in prose.split(". ") if "only on transient" in sentence)
+
+    assert set(re.findall(r"`([^`]+)`", claim.split("never fall back")[0])) == set(NEVER_FALL_BACK)
+    assert set(re.findall(r"`([^`]+)`", transient_only.split("only on transient")[0])) == {
+        "FallbackStrategy(order)",
+        "WithFallback",
+    }
+
+
+@pytest.mark.parametrize("name", NEVER_FALL_BACK)
+async def test_a_strategy_the_readme_says_never_falls_back_lets_a_transient_failure_propagate(name):
+    outage = ConnectionError("cloud unreachable")
+    device = ScriptedLlm(model="on-device", script=["never asked"])
+    smart = hybrid_model_on_device_cloud(
+        on_device=device, cloud=ScriptedLlm(model="cloud", script=[outage]), strategy=NEVER_FALL_BACK[name]()
+    )
+
+    with pytest.raises(ConnectionError) as raised:
+        await run_agent(LlmAgent(name="assistant", model=smart), "What is the capital of France?")
+
+    assert raised.value is outage
+    assert device.calls == []
+
+
+def test_the_replicas_page_says_names_begin_with_a_letter_or_digit_as_the_store_enforces():
+    redis = pytest.importorskip("redis.asyncio", reason="install the 'redis' extra (nox does)")
+    assert "Both begin with a letter or digit." in page_text("docs/replicas.md")
+
+    with pytest.raises(ValueError, match="beginning with a letter or digit"):
+        RedisStore(redis.Redis(), namespace="-support-bot")
+    with pytest.raises(ValueError, match="beginning with a letter or digit"):
+        RateLimits({"_pro": Limit(rpm=60)}, store=RedisStore(redis.Redis(), namespace="support-bot"))
 
 
 def test_quick_start_holds_exactly_two_commands():
