@@ -104,6 +104,12 @@ def test_the_docs_home_page_snippet_runs_and_makes_one_attempt_per_model():
     assert retry_attempts(llm) == {"flash": 1, "pro": 1}
 
 
+def test_a_model_name_builds_a_gemini_with_genais_default_retries_as_the_readme_warns():
+    llm = RoutedLlm(models={"pro": "gemini-2.5-pro"}, router=lambda *_: "pro")
+
+    assert retry_attempts(llm) == {"pro": None}
+
+
 def test_the_readmes_hybrid_snippet_makes_one_attempt_on_the_cloud():
     smart = hybrid_snippet(ScriptedLlm(model="on-device"))
 
