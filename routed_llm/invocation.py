@@ -87,8 +87,8 @@ _current: ContextVar[InvocationInfo | None] = ContextVar("routed_llm_invocation"
 _NOT_CAPTURED = (
     "ctx.invocation is None: no ADK invocation was captured for this model call, so routing on who "
     "is asking (user, session, state, A/B arms) falls back to defaults. Register the plugin on the "
-    "app: App(name=..., root_agent=..., plugins=[RoutingPlugin()]) (or give the agent "
-    "before_model_callback=capture_invocation; outside ADK, wrap the call in invocation_scope(...))."
+    "app: App(plugins=[RoutingPlugin()]) (or give the agent before_model_callback=capture_invocation; "
+    "outside ADK, wrap the call in invocation_scope(...))."
 )
 """The warning a strategy gets when it reads the invocation and none was captured."""
 
