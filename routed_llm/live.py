@@ -94,7 +94,8 @@ class RoutedConnection(BaseLlmConnection):
     :meth:`RoutedLlm.generate_content_async` stamps its responses. Every
     other attribute and method is the model's connection's own: reading,
     calling or setting one through this connection reaches it, as if ADK's
-    ``FallbackModel`` had handed that connection back itself.
+    ``FallbackModel`` had handed that connection back itself. Only
+    ``isinstance`` tells them apart: for that, use :attr:`connection`.
 
     Args:
         connection: The chosen model's open connection.
