@@ -14,10 +14,16 @@ process:
     the dead primary, with and without a ``HealthTracker``, beside calling the
     backup directly and ``FallbackModel``.
 
-Run ``python benchmarks/resilience.py`` (``--help`` for options). Every
-client makes one attempt per call (``HttpRetryOptions(attempts=1)``), as
-``docs/providers.md`` recommends: genai's own retries would hide what routing
-does.
+(c) What google-genai's default retries cost: a primary that refuses
+    connections, sequential requests through ``FallbackStrategy``, the
+    primary given as a model-name string, as ``Gemini(model=...)``, and as
+    ``Gemini(model=..., retry_options=HttpRetryOptions(attempts=1))``: the
+    time each call takes to reach the backup and answer.
+
+Run ``python benchmarks/resilience.py`` (``--help`` for options). Apart from
+(c)'s first two variants, every client makes one attempt per call
+(``HttpRetryOptions(attempts=1)``), as ``docs/providers.md`` recommends:
+genai's own retries would hide what routing does.
 """
 
 from __future__ import annotations
@@ -164,6 +170,42 @@ async def dead_primary(requests: int, cooldown: float) -> list[str]:
         server.stop()
 
 
+async def default_retries(requests: int) -> list[str]:
+    """A dead primary's cost per call, with google-genai's default retries and with one attempt."""
+    server = FakeGemini().start()
+    dead = ClosedPort().url
+    name = "gemini-2.5-flash"
+    variants: dict[str, Callable[[], BaseLlm | str]] = {
+        f"model name {name!r} (genai's default retries)": lambda: name,
+        f"Gemini(model={name!r}) (genai's default retries)": lambda: Gemini(model=name, base_url=dead),
+        f"Gemini(model={name!r}, retry_options=HttpRetryOptions(attempts=1))": lambda: Gemini(
+            model=name, base_url=dead, retry_options=types.HttpRetryOptions(attempts=1)
+        ),
+    }
+    base_url = os.environ.get("GOOGLE_GEMINI_BASE_URL")
+    os.environ["GOOGLE_GEMINI_BASE_URL"] = dead  # Where a model name's client connects.
+    try:
+        rows = []
+        for label, build in variants.items():
+            server.script("backup", *[Text("Paris.")] * requests)
+            llm = RoutedLlm(
+                models={"primary": build(), "backup": gemini(server.url, "backup")},
+                router=FallbackStrategy(["primary", "backup"]),
+            )
+            samples = [await answer(llm) for _ in range(requests)]
+            seconds = [s for s, _ in samples]
+            rows.append(
+                f"| {label} | {summary(samples)} | {min(seconds) * 1000:.1f} | {max(seconds) * 1000:.1f} |"
+            )
+        return rows
+    finally:
+        if base_url is None:
+            del os.environ["GOOGLE_GEMINI_BASE_URL"]
+        else:
+            os.environ["GOOGLE_GEMINI_BASE_URL"] = base_url
+        server.stop()
+
+
 class CountingGemini(Gemini):
     """The real Gemini model, counting the calls that reach it."""
 
@@ -181,6 +223,7 @@ class CountingGemini(Gemini):
 async def run(args: argparse.Namespace) -> str:
     stalled = await stalled_primary(args.stalled_requests, args.client_timeout, args.first_response_timeout)
     dead = await dead_primary(args.dead_requests, args.cooldown)
+    retries = await default_retries(args.default_retry_requests)
     return "\n".join(
         [
             f"transport: {args.transport}",
@@ -196,6 +239,13 @@ async def run(args: argparse.Namespace) -> str:
             "| variant | mean (ms) | p99 (ms) | outcome | attempts on the dead primary |",
             "|---|---:|---:|---|---:|",
             *dead,
+            "",
+            f"(c) primary refusing connections, {args.default_retry_requests} sequential requests: "
+            "google-genai's default retries",
+            "",
+            "| primary | mean (ms) | p99 (ms) | outcome | min (ms) | max (ms) |",
+            "|---|---:|---:|---|---:|---:|",
+            *retries,
         ]
     )
 
@@ -208,6 +258,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--first-response-timeout", type=float, default=1.0)
     parser.add_argument("--dead-requests", type=int, default=200)
     parser.add_argument("--cooldown", type=float, default=30.0)
+    parser.add_argument("--default-retry-requests", type=int, default=10)
     args = parser.parse_args(argv)
     genai_api_client.has_aiohttp = args.transport == "aiohttp"  # How genai itself picks its transport.
     os.environ.setdefault("GOOGLE_API_KEY", "benchmark-key")

@@ -16,13 +16,16 @@ variable, where :func:`current_invocation` (and
 
 Context variables are per asyncio task, so concurrent sessions and parallel
 agents on one event loop each see their own invocation. Outside ADK, or
-without the plugin, :func:`current_invocation` returns None. An agent can
-capture without a plugin through its own callback:
-``LlmAgent(..., before_model_callback=capture_invocation)``.
+without the plugin, :func:`current_invocation` returns None, and a strategy
+that reads :attr:`~routed_llm.strategies.RoutingContext.invocation` then gets
+a warning naming the fix (once per place that reads it, by Python's default
+warning filter). An agent can capture without a plugin through its own
+callback: ``LlmAgent(..., before_model_callback=capture_invocation)``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -79,7 +82,16 @@ class InvocationInfo:
         )
 
 
-_current: ContextVar[InvocationInfo | None] = ContextVar("routed_llm_invocation", default=None)
+# Unset until something captures an invocation; set to None, it reports none on purpose.
+_current: ContextVar[InvocationInfo | None] = ContextVar("routed_llm_invocation")
+
+_NOT_CAPTURED = (
+    "ctx.invocation is None: no ADK invocation was captured for this model call, so routing on who "
+    "is asking (user, session, state, A/B arms) falls back to defaults. Register the plugin on the "
+    "app: App(plugins=[RoutingPlugin()]) (or give the agent before_model_callback=capture_invocation; "
+    "outside ADK, wrap the call in invocation_scope(...))."
+)
+"""The warning a strategy gets when it reads the invocation and none was captured."""
 
 
 def current_invocation() -> InvocationInfo | None:
@@ -89,7 +101,25 @@ def current_invocation() -> InvocationInfo | None:
         What :class:`RoutingPlugin` or :func:`capture_invocation` captured
         for the current task, or None if neither ran.
     """
-    return _current.get()
+    return _current.get(None)
+
+
+def invocation_for_strategy() -> InvocationInfo | None:
+    """:func:`current_invocation`, warning when nothing captured one.
+
+    Reports the warning at the line that read
+    :attr:`~routed_llm.strategies.RoutingContext.invocation` (two frames up),
+    so Python's default filter shows it once per such line. An
+    :func:`invocation_scope` set to None reports none without a warning.
+
+    Returns:
+        The captured invocation, or None.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        warnings.warn(_NOT_CAPTURED, UserWarning, stacklevel=3)
+        return None
 
 
 @contextmanager

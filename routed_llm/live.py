@@ -91,16 +91,37 @@ class RoutedConnection(BaseLlmConnection):
 
     Sends go straight to the model's connection; every response received is
     a copy stamped with ``custom_metadata["routed_llm"]``, as
-    :meth:`RoutedLlm.generate_content_async` stamps its responses.
+    :meth:`RoutedLlm.generate_content_async` stamps its responses. Every
+    other attribute and method is the model's connection's own: reading,
+    calling or setting one through this connection reaches it, as if ADK's
+    ``FallbackModel`` had handed that connection back itself. Only
+    ``isinstance`` tells them apart: for that, use :attr:`connection`.
 
     Args:
         connection: The chosen model's open connection.
         route: The route record for its responses.
     """
 
+    _OWN = frozenset({"_connection", "_route"})
+    _connection: BaseLlmConnection
+    _route: dict[str, Any]
+
     def __init__(self, connection: BaseLlmConnection, route: dict[str, Any]) -> None:
-        self._connection = connection
-        self._route = route
+        object.__setattr__(self, "_connection", connection)
+        object.__setattr__(self, "_route", route)
+
+    def __getattr__(self, name: str) -> Any:
+        """The model's connection's own attribute ``name`` (called only for names this class lacks)."""
+        if name in RoutedConnection._OWN:  # Not set yet: no connection to ask.
+            raise AttributeError(name)
+        return getattr(self._connection, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Sets ``name`` on the model's connection, where a read of it would go."""
+        if name in RoutedConnection._OWN or hasattr(type(self), name):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._connection, name, value)
 
     @property
     def connection(self) -> BaseLlmConnection:

@@ -43,7 +43,7 @@ from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.genai import types
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, model_validator
 from typing_extensions import override
 
 from routed_llm._json_grammar import UnsupportedSchema, grammar_text, output_schema
@@ -151,7 +151,9 @@ class LlamaCppLlm(BaseLlm):
     behind. See ``docs/on-device.md``.
 
     Attributes:
-        model: The name reported to ADK.
+        model: The name reported to ADK (and in route records). Defaults to
+            the file's name without ``.gguf`` when ``model_path`` is given,
+            else ``smollm2-135m-instruct``.
         model_path: A GGUF file; None for the bundled SmolLM2.
         n_ctx: The context window, in tokens.
         n_threads: CPU threads for generation; None lets llama.cpp choose.
@@ -176,6 +178,14 @@ class LlamaCppLlm(BaseLlm):
     def context_window(self) -> int:
         """The context window in tokens (``n_ctx``): a routed key is unavailable for longer inputs."""
         return self.n_ctx
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_after_the_file(cls, data: Any) -> Any:
+        """Names a model loaded from ``model_path`` after its file, unless given a name."""
+        if isinstance(data, dict) and "model" not in data and data.get("model_path"):
+            return {**data, "model": Path(str(data["model_path"])).stem}
+        return data
 
     async def load(self) -> None:
         """Loads the weights now, on the instance's worker thread, rather than on the first call.

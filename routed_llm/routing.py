@@ -990,7 +990,8 @@ def check_router(router: object, keys: Iterable[str], *, owner: str, signature: 
         signature: How the router is called, e.g. ``"router(models, llm_request, error_context)"``.
 
     Raises:
-        TypeError: If ``router`` is not callable.
+        TypeError: If ``router`` is not callable, or cannot take the three
+            positional arguments it is called with.
         ValueError: If ``router`` declares keys (``declared_keys``) that are not routed.
     """
     if not callable(router):
@@ -1000,6 +1001,7 @@ def check_router(router: object, keys: Iterable[str], *, owner: str, signature: 
             f"{owner}(router=...) got the class {router.__name__}; pass an instance, e.g. "
             f"{router.__name__}(...), or a function called as {signature}."
         )
+    _check_arity(router, owner=owner, signature=signature)
     declared = getattr(router, "declared_keys", None)
     if isinstance(declared, frozenset):
         routed = list(keys)
@@ -1010,6 +1012,26 @@ def check_router(router: object, keys: Iterable[str], *, owner: str, signature: 
                 f"The router can choose the keys {unknown}, which are not in {what} "
                 f"({', '.join(repr(key) for key in routed)}). Add those {what} or change the router."
             )
+
+
+def _check_arity(router: Callable[..., Any], *, owner: str, signature: str) -> None:
+    """Rejects a router that cannot be called with three positional arguments.
+
+    A router whose signature Python cannot read (some built-ins) is let through.
+    """
+    try:
+        parameters = inspect.signature(router)
+    except (TypeError, ValueError):
+        return
+    try:
+        parameters.bind(None, None, None)
+    except TypeError as error:
+        name = getattr(router, "__name__", type(router).__name__)
+        raise TypeError(
+            f"{owner}(router=...) is called as {signature}, with three positional arguments, but the "
+            f"router given is {name}{parameters} ({error}). Give it exactly those three parameters "
+            "(extra ones need defaults)."
+        ) from error
 
 
 _NO_NOTES: Mapping[str, Any] = MappingProxyType({})

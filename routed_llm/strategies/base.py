@@ -23,7 +23,7 @@ from google.genai import types
 from routed_llm._text import instruction_text
 from routed_llm.capabilities import unserved_need
 from routed_llm.errors import is_transient
-from routed_llm.invocation import InvocationInfo, current_invocation
+from routed_llm.invocation import InvocationInfo, invocation_for_strategy
 from routed_llm.routing import (
     ErrorContext,
     annotate_route,
@@ -107,12 +107,13 @@ class RoutingContext:
 
         Routing a model, set when the runner has a
         :class:`~routed_llm.RoutingPlugin` (or the agent uses
-        :func:`~routed_llm.capture_invocation`), None otherwise. Routing
-        agents, always set, from the invocation context.
+        :func:`~routed_llm.capture_invocation`), None otherwise, with a
+        ``UserWarning`` naming the fix: ``App(plugins=[RoutingPlugin()])``.
+        Routing agents, always set, from the invocation context.
         """
         if self.invocation_context is not None:
             return InvocationInfo.of(CallbackContext(self.invocation_context))
-        return current_invocation()
+        return invocation_for_strategy()
 
     def is_available(self, key: str) -> bool:
         """Whether ``key`` may be tried now for this request; :meth:`unavailable_reason` says why not.
@@ -311,11 +312,11 @@ class FirstMatch(Strategy):
         if not strategies:
             raise ValueError("FirstMatch([...]) needs at least one strategy.")
         for index, strategy in enumerate(strategies):
-            if not isinstance(strategy, Strategy):
-                raise TypeError(
-                    f"FirstMatch([...])[{index}] is a {type(strategy).__name__}, not a Strategy. "
-                    "Wrap a function of the context in PreRoutingStrategy(fn)."
-                )
+            _require_strategy(
+                f"FirstMatch([...])[{index}]",
+                strategy,
+                otherwise="Wrap a function of the context in PreRoutingStrategy(fn).",
+            )
         object.__setattr__(self, "strategies", strategies)
 
     @property
@@ -354,8 +355,7 @@ class WithFallback(Strategy):
     is_transient: TransientPolicy = field(default=is_transient, kw_only=True)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.strategy, Strategy):
-            raise TypeError(f"WithFallback(strategy) takes a Strategy; got {type(self.strategy).__name__}.")
+        _require_strategy("WithFallback(strategy)", self.strategy)
         object.__setattr__(
             self, "fallback_order", _key_sequence("WithFallback(fallback_order=...)", self.fallback_order)
         )
@@ -402,6 +402,16 @@ async def _resolve(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def _require_strategy(what: str, value: object, *, otherwise: str = "") -> None:
+    """Rejects anything but a Strategy instance, naming a Strategy class given in its place."""
+    if isinstance(value, type) and issubclass(value, Strategy):
+        raise TypeError(
+            f"{what} got the class {value.__name__}; pass an instance, e.g. {value.__name__}(...)."
+        )
+    if not isinstance(value, Strategy):
+        raise TypeError(f"{what} takes a Strategy; got {type(value).__name__}. {otherwise}".rstrip())
 
 
 def _require_callable(what: str, value: object) -> None:
