@@ -15,6 +15,7 @@ from routed_llm.errors import (
     BudgetExhausted,
     DeadlineExceeded,
     ErrorClass,
+    HedgeDelay,
     PermanentModelError,
     ResponseRejected,
     RoutingError,
@@ -32,6 +33,7 @@ from routed_llm.invocation import (
     current_invocation,
     invocation_scope,
 )
+from routed_llm.latency import LatencyTracker
 from routed_llm.limits import Limit, RateLimits
 from routed_llm.live import RoutedConnection
 from routed_llm.observability import FailoverEvent, RouteEvent
@@ -46,6 +48,7 @@ from routed_llm.strategies import (
     ClassifierStrategy,
     ConnectivityStrategy,
     FallbackStrategy,
+    FastestFirst,
     FirstMatch,
     InputSizeStrategy,
     PreRoutingStrategy,
@@ -74,12 +77,15 @@ __all__ = [
     "ErrorContext",
     "FailoverEvent",
     "FallbackStrategy",
+    "FastestFirst",
     "FirstMatch",
     "HealthChangeEvent",
     "HealthTracker",
+    "HedgeDelay",
     "InputSizeStrategy",
     "InvocationInfo",
     "Judge",
+    "LatencyTracker",
     "Limit",
     "LlmRouter",
     "PermanentModelError",

@@ -35,6 +35,9 @@ _T = TypeVar("_T")
 BUDGET_TTL_MS = 120_000
 """How long a window's counts live: the window, and one more for clocks a little apart."""
 
+SAMPLES_TTL_MS = 3_600_000
+"""How long a key's latency samples live after the last one was added: an hour."""
+
 # KEYS[1]: the circuit's hash. ARGV: op, now, failure_threshold, cooldown, max_cooldown,
 # error_class, wait. The same rules as health._Rules, on the same fields. Times are epoch
 # seconds. Returns the record after the change (a flat list) and whether a trial was granted.
@@ -248,6 +251,29 @@ class RedisStore:
 
         self._later(self._guard(trip))
 
+    async def share_samples(
+        self, new: Mapping[str, Sequence[float]], keys: Sequence[str], window: int
+    ) -> Mapping[str, Sequence[float]] | None:
+        """Appends ``new`` to capped lists, reads ``keys``' lists, in one transaction; None if no answer."""
+        added = {key: samples for key, samples in new.items() if samples}
+
+        async def trip() -> Mapping[str, Sequence[float]]:
+            pipe = self._client.pipeline(transaction=True)
+            for key, samples in added.items():
+                pipe.rpush(self._samples_key(key), *(repr(float(sample)) for sample in samples))
+                pipe.ltrim(self._samples_key(key), -window, -1)
+                pipe.pexpire(self._samples_key(key), SAMPLES_TTL_MS)
+            for key in keys:
+                pipe.lrange(self._samples_key(key), -window, -1)
+            replies = await pipe.execute()
+            read = replies[3 * len(added) :]
+            return {
+                key: tuple(float(_text(sample)) for sample in reply)
+                for key, reply in zip(keys, read, strict=True)
+            }
+
+        return await self._guard(trip)
+
     async def drain(self) -> None:
         """Waits for the background writes started so far (for tests, benchmarks and shutdown)."""
         while self._background:
@@ -294,6 +320,9 @@ class RedisStore:
 
     def _tokens_key(self, key: str, window: int) -> str:
         return f"{self._prefix}tokens:{key}:{window}"
+
+    def _samples_key(self, key: str) -> str:
+        return f"{self._prefix}latency:{key}"
 
 
 def _text(value: object) -> str:

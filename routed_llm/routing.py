@@ -52,6 +52,7 @@ from routed_llm.errors import (
     is_error_response,
 )
 from routed_llm.health import HealthTracker
+from routed_llm.latency import LatencyTracker
 from routed_llm.limits import RateLimits
 from routed_llm.observability import FailoverEvent, FailoverHook, RouteEvent, RouteHook
 from routed_llm.rollback import RequestSnapshot
@@ -201,6 +202,7 @@ class RouterSettings:
             ``"model"`` (named by ``.model``) or ``"agent"`` (``.name``).
         record: Entries every route record carries (a routed agent's name).
         accept: The judge of each judged key; keys left out are not judged.
+        latency: Records each answered attempt's time to first response.
     """
 
     models: Mapping[str, Any]
@@ -217,6 +219,7 @@ class RouterSettings:
     label: str = "model"
     record: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     accept: Mapping[str, Judge] = field(default_factory=lambda: MappingProxyType({}))
+    latency: LatencyTracker | None = None
 
 
 _health: ContextVar[HealthTracker | None] = ContextVar("routed_llm_health", default=None)
@@ -439,7 +442,10 @@ class RoutedCall:
                 the last model error of the call, if any.
             Exception: Whatever the model raised.
         """
-        response = await self._first(key, anext(responses, None), settle=False)
+        waiting: Awaitable[_R | None] = anext(responses, None)
+        if self._settings.latency is not None:
+            waiting = self._settings.latency._timed(key, waiting)
+        response = await self._first(key, waiting, settle=False)
         # A judged answer or an error response is held, and gets its verdict then.
         self._holding = response is not None and (
             key in self._settings.accept or (response.error_code is not None and is_error_response(response))

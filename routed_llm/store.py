@@ -112,6 +112,19 @@ class Store(Protocol):
     def spend_later(self, key: str, window: int, tokens: int) -> None:
         """Adds ``tokens`` to ``key``'s count in ``window``, in the background."""
 
+    async def share_samples(
+        self, new: Mapping[str, Sequence[float]], keys: Sequence[str], window: int
+    ) -> Mapping[str, Sequence[float]] | None:
+        """Adds ``new`` to each key's shared latency samples, then reads the samples of ``keys``.
+
+        Each key keeps its ``window`` newest samples; the list expires when
+        no sample was added for a while, on the store's own clock.
+
+        Returns:
+            Each of ``keys``' shared samples, oldest first (empty for a key
+            with none); None if the store did not answer.
+        """
+
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}")
