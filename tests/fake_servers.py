@@ -130,6 +130,7 @@ class Recorded:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # Headers and body go out at once, not 40 ms apart (delayed ACKs).
     server: _Server
 
     def do_POST(self) -> None:
