@@ -43,8 +43,7 @@ class LatencyTracker:
     (the newest; each new one pushes the oldest out), exact values rather
     than a sketch, so a quantile is exact over the window.
     :meth:`quantile` answers None for a key with fewer than ``min_samples``
-    samples. One tracker may be shared by several routed models and across
-    threads.
+    samples.
 
     With a ``store`` (a :class:`~routed_llm.redis.RedisStore`), every
     process sharing the store's namespace shares the samples: each key's

@@ -106,9 +106,8 @@ class RoutedLlm(BaseLlm):
         latency: A :class:`~routed_llm.LatencyTracker` that records every
             attempt whose first response is an answer (not an error
             response): its time to first response, on the tracker's clock,
-            from the model's call (after any rate-budget reservation). A
-            judged answer is recorded whatever its verdict; live connections
-            are not recorded. Strategies such as
+            from the model's call. A judged answer is recorded whatever its
+            verdict; live connections are not recorded. Strategies such as
             :class:`~routed_llm.strategies.FastestFirst` route on it.
 
     Raises:

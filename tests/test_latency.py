@@ -244,6 +244,22 @@ async def test_a_judged_answer_is_recorded_whatever_its_verdict():
     assert latency.quantile("a", 0.5) == pytest.approx(0.3)
 
 
+async def test_a_live_connection_is_not_recorded():
+    clock = Clock()
+    latency = LatencyTracker(min_samples=1, clock=clock)
+    llm = RoutedLlm(
+        models={"a": ScriptedLlm(model="a", script=taking(clock, 0.3, "live hello"))},
+        router=FallbackStrategy(["a"]),
+        latency=latency,
+    )
+
+    async with llm.connect(make_request()) as connection:
+        received = texts(await collect(connection.receive()))
+
+    assert received == ["live hello"]
+    assert latency.quantile("a", 0.5) is None
+
+
 # HedgeDelay.
 
 
