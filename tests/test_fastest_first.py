@@ -111,6 +111,14 @@ async def test_a_failover_does_not_explore():
     assert await route(strategy, failed("a")) == "b"
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def unavailable() -> errors.ServerError:
     return errors.ServerError(503, {"error": {"code": 503, "message": "down", "status": "UNAVAILABLE"}})
 
@@ -131,6 +139,25 @@ async def test_a_fast_key_whose_circuit_is_open_is_skipped():
 
     assert answers == [["from slow"]] * 4
     assert len(fast.calls) == 2  # Then its circuit opened and the strategy skipped it.
+
+
+async def test_with_every_circuit_open_the_key_whose_cooldown_ends_soonest_is_tried():
+    clock = Clock()
+    health = HealthTracker(failure_threshold=1, cooldown=30.0, clock=clock)
+    health.record_failure("slow", unavailable(), "transient")
+    clock.now += 10.0
+    health.record_failure("fast", unavailable(), "transient")
+    latency = LatencyTracker(min_samples=1)
+    latency.record("fast", 0.1)
+    latency.record("slow", 0.9)
+    slow = ScriptedLlm(model="slow", script=lambda request: "from slow")
+    llm = RoutedLlm(
+        models={"fast": ScriptedLlm(model="fast", script=lambda request: "from fast"), "slow": slow},
+        router=FastestFirst(["fast", "slow"], latency=latency, explore=0.0),
+        health=health,
+    )
+
+    assert texts(await collect(llm.generate_content_async(make_request()))) == ["from slow"]
 
 
 async def test_exploration_skips_a_key_whose_circuit_is_open():
