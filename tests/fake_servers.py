@@ -130,8 +130,13 @@ class Recorded:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # Headers and body go out at once, not 40 ms apart (delayed ACKs).
     server: _Server
+
+    def setup(self) -> None:
+        # With a first-chunk delay, that delay is the only wait: no 40 ms for a delayed ACK
+        # between the headers and the body (Nagle's algorithm), which the other servers keep.
+        self.disable_nagle_algorithm = self.server.owner.first_chunk_delay is not None
+        super().setup()
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -203,6 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # Room for a burst of new connections; the default, 5, lost some of 20.
     owner: FakeServer
 
 
@@ -231,7 +237,9 @@ class FakeServer:
     """The shared machinery: scripting, recording, start and stop.
 
     ``first_chunk_delay``, if given, is called once per answer (not for an
-    error or a hang-up) for the seconds to wait before its first chunk.
+    error or a hang-up) for the seconds to wait before its first chunk; the
+    server then also sends with ``TCP_NODELAY``, so that the delay is the
+    only wait.
     """
 
     def __init__(self, *, first_chunk_delay: Callable[[], float] | None = None) -> None:
