@@ -53,6 +53,7 @@ def benchmark(session: nox.Session) -> None:
     session.run("python", "benchmarks/overhead.py", *session.posargs)
     session.run("python", "benchmarks/replicas.py")
     session.run("python", "benchmarks/routed_agent.py")
+    session.run("python", "benchmarks/tail_latency.py")
     for transport in ("httpx", "aiohttp"):
         session.install("aiohttp")
         session.run("python", "benchmarks/resilience.py", "--transport", transport)

@@ -16,6 +16,7 @@ from routed_llm.errors import (
     CircuitOpen,
     DeadlineExceeded,
     ErrorClass,
+    HedgeDelay,
     NoResponse,
     PermanentModelError,
     ResponseRejected,
@@ -34,6 +35,7 @@ from routed_llm.invocation import (
     current_invocation,
     invocation_scope,
 )
+from routed_llm.latency import LatencyTracker
 from routed_llm.limits import Limit, RateLimits
 from routed_llm.live import RoutedConnection
 from routed_llm.observability import FailoverEvent, RouteEvent
@@ -48,6 +50,7 @@ from routed_llm.strategies import (
     ClassifierStrategy,
     ConnectivityStrategy,
     FallbackStrategy,
+    FastestFirst,
     FirstMatch,
     InputSizeStrategy,
     PreRoutingStrategy,
@@ -77,12 +80,15 @@ __all__ = [
     "ErrorContext",
     "FailoverEvent",
     "FallbackStrategy",
+    "FastestFirst",
     "FirstMatch",
     "HealthChangeEvent",
     "HealthTracker",
+    "HedgeDelay",
     "InputSizeStrategy",
     "InvocationInfo",
     "Judge",
+    "LatencyTracker",
     "Limit",
     "LlmRouter",
     "NoResponse",

@@ -24,6 +24,7 @@ __all__ = [
     "CircuitOpen",
     "DeadlineExceeded",
     "ErrorClass",
+    "HedgeDelay",
     "NoResponse",
     "PermanentModelError",
     "ResponseRejected",
@@ -160,6 +161,36 @@ class AttemptTimeout(TransientModelError, TimeoutError):
 
     def __reduce__(self) -> tuple[type[AttemptTimeout], tuple[str, float]]:
         return type(self), (self.key, self.timeout)
+
+
+class HedgeDelay(TransientModelError):
+    """A model has given no first response ``waited`` seconds into its attempt: time to hedge.
+
+    It reports a slow attempt, not a failed one: the attempt it names is not
+    cancelled. Being a :class:`TransientModelError`, every strategy picks its
+    next key on it as on any transient failure. Hedged requests, which will
+    hand it to the router as ``last_error``, are not built yet (see the "Tail
+    latency" page); the type exists so that routers and error policies can be
+    written against it.
+
+    Attributes:
+        key: The key whose attempt is slow.
+        waited: Seconds the attempt had waited for its first response.
+    """
+
+    def __init__(self, key: str, waited: float) -> None:
+        """Creates the error.
+
+        Args:
+            key: The key whose attempt is slow.
+            waited: Seconds the attempt had waited for its first response.
+        """
+        super().__init__(f"Model key {key!r} gave no first response in {waited:g} s; it may be hedged.")
+        self.key = key
+        self.waited = waited
+
+    def __reduce__(self) -> tuple[type[HedgeDelay], tuple[str, float]]:
+        return type(self), (self.key, self.waited)
 
 
 class BudgetExhausted(TransientModelError):

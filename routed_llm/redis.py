@@ -44,6 +44,9 @@ _T = TypeVar("_T")
 BUDGET_TTL_MS = 120_000
 """How long a window's counts live: the window, and one more for clocks a little apart."""
 
+SAMPLES_TTL_MS = 3_600_000
+"""How long a key's latency samples live after the last one was added: an hour."""
+
 # The server's clock: every time written or compared in Redis is Redis's, never a replica's.
 _NOW = """
 local clock = redis.call('TIME')
@@ -421,6 +424,29 @@ class RedisStore:
 
         return await self._guard(trip)
 
+    async def share_samples(
+        self, new: Mapping[str, Sequence[float]], keys: Sequence[str], window: int
+    ) -> Mapping[str, Sequence[float]] | None:
+        """Appends ``new`` to capped lists, reads ``keys``' lists, in one transaction; None if no answer."""
+        added = {key: samples for key, samples in new.items() if samples}
+
+        async def trip() -> Mapping[str, Sequence[float]]:
+            pipe = self._client.pipeline(transaction=True)
+            for key, samples in added.items():
+                pipe.rpush(self._samples_key(key), *(repr(float(sample)) for sample in samples))
+                pipe.ltrim(self._samples_key(key), -window, -1)
+                pipe.pexpire(self._samples_key(key), SAMPLES_TTL_MS)
+            for key in keys:
+                pipe.lrange(self._samples_key(key), -window, -1)
+            replies = await pipe.execute()
+            read = replies[3 * len(added) :]
+            return {
+                key: tuple(float(_text(sample)) for sample in reply)
+                for key, reply in zip(keys, read, strict=True)
+            }
+
+        return await self._guard(trip)
+
     def background(self, work: Coroutine[Any, Any, object]) -> None:
         """Runs ``work`` as a task the store keeps until it ends (see :meth:`drain`)."""
 
@@ -485,6 +511,9 @@ class RedisStore:
 
     def _replicas_key(self, window: int) -> str:
         return f"{self._prefix}replicas:{window}"
+
+    def _samples_key(self, key: str) -> str:
+        return f"{self._prefix}latency:{key}"
 
 
 def _clock(seconds: object, micros: object) -> float:

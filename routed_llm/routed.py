@@ -19,6 +19,7 @@ from typing_extensions import override
 from routed_llm import observability
 from routed_llm.errors import NoResponse
 from routed_llm.health import HealthTracker
+from routed_llm.latency import LatencyTracker
 from routed_llm.limits import RateLimits
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
@@ -109,6 +110,12 @@ class RoutedLlm(BaseLlm):
             answer is output after all, marked ``rejected`` (a refusal
             outranks an answer a judge rejected). A rejection is no verdict
             on the key's health. Live connections are not judged.
+        latency: A :class:`~routed_llm.LatencyTracker` that records every
+            attempt whose first response is an answer (not an error
+            response): its time to first response, on the tracker's clock,
+            from the model's call. A judged answer is recorded whatever its
+            verdict; live connections are not recorded. Strategies such as
+            :class:`~routed_llm.strategies.FastestFirst` route on it.
 
     Raises:
         ValueError: If ``models`` is empty, names a model twice, or has a
@@ -118,7 +125,7 @@ class RoutedLlm(BaseLlm):
             that is not routed.
         TypeError: If an entry is neither a ``BaseLlm`` nor a string, a key is
             not a non-empty string, or ``router``, a hook or a judge is not
-            callable.
+            callable, or ``latency`` is not a ``LatencyTracker``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -142,6 +149,7 @@ class RoutedLlm(BaseLlm):
         health: HealthTracker | None = None,
         limits: RateLimits | None = None,
         accept: Judge | Mapping[str, Judge] | None = None,
+        latency: LatencyTracker | None = None,
     ) -> None:
         resolved = _resolve_models(models)
         check_router(
@@ -152,6 +160,11 @@ class RoutedLlm(BaseLlm):
         if limits is not None and not isinstance(limits, RateLimits):
             raise TypeError(f"RoutedLlm(limits=...) takes RateLimits; got {type(limits).__name__}.")
         _check_shared_keys(resolved, health, limits)
+        if latency is not None and not isinstance(latency, LatencyTracker):
+            raise TypeError(f"RoutedLlm(latency=...) takes a LatencyTracker; got {type(latency).__name__}.")
+        if latency is not None and latency.store is not None:
+            for key in resolved:
+                latency.store.check_key(key)
         if model is not None and not isinstance(model, str):
             raise TypeError(f"RoutedLlm(model=...) is a display name string, got {type(model).__name__}.")
         check_callables("RoutedLlm", on_route=on_route, on_failover=on_failover, clock=clock)
@@ -170,6 +183,7 @@ class RoutedLlm(BaseLlm):
             health=health,
             limits=limits,
             accept=_judges(accept, resolved),
+            latency=latency,
         )
 
     @property

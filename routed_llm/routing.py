@@ -54,6 +54,7 @@ from routed_llm.errors import (
     is_error_response,
 )
 from routed_llm.health import HealthTracker
+from routed_llm.latency import LatencyTracker
 from routed_llm.limits import RateLimits
 from routed_llm.observability import FailoverEvent, FailoverHook, RouteEvent, RouteHook
 from routed_llm.rollback import RequestSnapshot
@@ -214,6 +215,7 @@ class RouterSettings:
             ``"model"`` (named by ``.model``) or ``"agent"`` (``.name``).
         record: Entries every route record carries (a routed agent's name).
         accept: The judge of each judged key; keys left out are not judged.
+        latency: Records each answered attempt's time to first response.
     """
 
     models: Mapping[str, Any]
@@ -230,6 +232,7 @@ class RouterSettings:
     label: str = "model"
     record: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     accept: Mapping[str, Judge] = field(default_factory=lambda: MappingProxyType({}))
+    latency: LatencyTracker | None = None
 
 
 _health: ContextVar[HealthTracker | None] = ContextVar("routed_llm_health", default=None)
@@ -496,10 +499,14 @@ class RoutedCall:
                 the last model error of the call, if any.
             Exception: Whatever the model raised.
         """
-        response = await self._first(key, anext(responses, None), settle=False)
+        waiting: Awaitable[_R | None] = anext(responses, None)
+        if self._settings.latency is not None:
+            waiting = self._settings.latency._timed(key, waiting)
+        response = await self._first(key, waiting, settle=False)
         if self._settings.label == "model":
             if response is None:
                 return None
+            # A judged answer or an error response is held, and gets its verdict then.
             self._holding = key in self._settings.accept or (
                 response.error_code is not None and is_error_response(response)
             )

@@ -13,6 +13,8 @@ its chunks), ``Chunks(..., then=Error(...))`` (an in-stream error object),
 ``Stall`` (never answer), ``Slow`` (answer after a delay). Error responses,
 sent with HTTP 200 (Gemini only): ``Finish`` (a candidate with that finish
 reason and no content), ``Blocked`` (no candidate; the prompt was blocked).
+A server made with ``first_chunk_delay=`` (e.g. :class:`HeavyTailDelay`)
+waits that many seconds before the first chunk of every answer.
 
 Thought signatures (Gemini only), for models named ``gemini-3...``, as
 Google documents them: each answer carries a signature issued by this server
@@ -32,11 +34,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import random
 import secrets
 import socket
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -150,6 +154,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
+    def setup(self) -> None:
+        # With a first-chunk delay, that delay is the only wait: no 40 ms for a delayed ACK
+        # between the headers and the body (Nagle's algorithm), which the other servers keep.
+        self.disable_nagle_algorithm = self.server.owner.first_chunk_delay is not None
+        super().setup()
+
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = json.loads(raw or b"{}")
@@ -175,6 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif stream:
             self._stream(owner, model, reply)
         else:
+            owner.wait_before_first_chunk()
             self._respond(200, "application/json", json.dumps(owner.full_body(model, reply)).encode())
 
     def _respond(self, code: int, content_type: str, payload: bytes) -> None:
@@ -189,6 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        owner.wait_before_first_chunk()
         events, then = owner.stream_events(model, reply)
         for event in events:
             self._chunk(
@@ -218,13 +230,42 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # Room for a burst of new connections; the default, 5, lost some of 20.
     owner: FakeServer
 
 
-class FakeServer:
-    """The shared machinery: scripting, recording, start and stop."""
+class HeavyTailDelay:
+    """Seeded heavy-tailed delays: 90% of draws 40-60 ms, 9% 300-600 ms, 1% 3 s.
 
-    def __init__(self) -> None:
+    A provider's time to first token, as the tail-latency benchmark models
+    it. Each instance draws on its own; thread-safe.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            band = self._random.random()
+            if band < 0.90:
+                return self._random.uniform(0.040, 0.060)
+            if band < 0.99:
+                return self._random.uniform(0.300, 0.600)
+            return 3.0
+
+
+class FakeServer:
+    """The shared machinery: scripting, recording, start and stop.
+
+    ``first_chunk_delay``, if given, is called once per answer (not for an
+    error or a hang-up) for the seconds to wait before its first chunk; the
+    server then also sends with ``TCP_NODELAY``, so that the delay is the
+    only wait.
+    """
+
+    def __init__(self, *, first_chunk_delay: Callable[[], float] | None = None) -> None:
+        self.first_chunk_delay = first_chunk_delay
         self._scripts: dict[str, deque[Any]] = defaultdict(deque)
         self._lock = threading.Lock()
         self.requests: list[Recorded] = []
@@ -258,6 +299,10 @@ class FakeServer:
     def record(self, request: Recorded) -> None:
         with self._lock:
             self.requests.append(request)
+
+    def wait_before_first_chunk(self) -> None:
+        if self.first_chunk_delay is not None:
+            self.stopping.wait(self.first_chunk_delay())  # The fault itself, cut short when stopping.
 
     def next_reply(self, model: str) -> Any:
         with self._lock:

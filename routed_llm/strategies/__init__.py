@@ -26,7 +26,8 @@ the rules that compose strategies), :mod:`~routed_llm.strategies.hybrid`
 (fallback order, connectivity, input size, the on-device and cloud keys),
 :mod:`~routed_llm.strategies.experiments` (A/B tests, sticky per
 invocation), :mod:`~routed_llm.strategies.classifier` (routing on a
-classifier's answer) and :mod:`~routed_llm.strategies.text` (request text and token
+classifier's answer), :mod:`~routed_llm.strategies.latency` (the fastest key
+first) and :mod:`~routed_llm.strategies.text` (request text and token
 estimates).
 """
 
@@ -55,6 +56,7 @@ from routed_llm.strategies.hybrid import (
     InputSizeStrategy,
     hybrid_model_on_device_cloud,
 )
+from routed_llm.strategies.latency import FastestFirst
 from routed_llm.strategies.text import TOKENS_PER_MESSAGE, estimate_tokens, request_text
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "ClassifierStrategy",
     "ConnectivityStrategy",
     "FallbackStrategy",
+    "FastestFirst",
     "FirstMatch",
     "InputSizeStrategy",
     "PreRoutingStrategy",
