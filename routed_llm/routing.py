@@ -142,6 +142,8 @@ _RESERVED_NOTES = frozenset(
         "skipped",
     }
 )
+CONFINED_TO = "confined_to"
+"""The route note ``RoutingContext.confine`` writes: the key the rest of the call stays on."""
 _notes: ContextVar[dict[str, Any] | None] = ContextVar("routed_llm_route_notes", default=None)
 
 
@@ -503,13 +505,12 @@ class RoutedCall:
         if self._settings.latency is not None:
             waiting = self._settings.latency._timed(key, waiting)
         response = await self._first(key, waiting, settle=False)
-        if self._settings.label == "model":
-            if response is None:
-                return None
-            # A judged answer or an error response is held, and gets its verdict then.
-            self._holding = key in self._settings.accept or (
-                response.error_code is not None and is_error_response(response)
-            )
+        if response is None and self._settings.label == "model":
+            return None
+        # A judged answer or an error response (or error event) is held, and gets its verdict then.
+        self._holding = response is not None and (
+            key in self._settings.accept or (response.error_code is not None and is_error_response(response))
+        )
         if not self._holding:
             self._served = True
             self._succeed(key)
@@ -863,7 +864,12 @@ class RoutedCall:
         return f"{id(self):x}"
 
     def _others_available(self, key: str) -> bool:
-        """Whether a routed key other than ``key``, not failed in this call, is available now."""
+        """Whether a routed key other than ``key``, not failed in this call, is available now.
+
+        None is while the call is confined to ``key`` (``RoutingContext.confine``).
+        """
+        if self._notes.get(CONFINED_TO) == key:
+            return False
         return any(
             other != key
             and other not in self._errors

@@ -165,6 +165,19 @@ class Store(Protocol):
     def background(self, work: Coroutine[Any, Any, object]) -> None:
         """Runs ``work`` without the caller waiting; ``drain`` waits for it."""
 
+    async def share_samples(
+        self, new: Mapping[str, Sequence[float]], keys: Sequence[str], window: int
+    ) -> Mapping[str, Sequence[float]] | None:
+        """Adds ``new`` to each key's shared latency samples, then reads the samples of ``keys``.
+
+        Each key keeps its ``window`` newest samples; the list expires when
+        no sample was added for a while, on the store's own clock.
+
+        Returns:
+            Each of ``keys``' shared samples, oldest first (empty for a key
+            with none); None if the store did not answer.
+        """
+
 
 class SharedReads:
     """One read at a time per event loop and set of keys: calls that ask meanwhile share its result.
@@ -190,19 +203,6 @@ class SharedReads:
         finally:
             del self._running[slot]
             done.set_result(None)
-
-    async def share_samples(
-        self, new: Mapping[str, Sequence[float]], keys: Sequence[str], window: int
-    ) -> Mapping[str, Sequence[float]] | None:
-        """Adds ``new`` to each key's shared latency samples, then reads the samples of ``keys``.
-
-        Each key keeps its ``window`` newest samples; the list expires when
-        no sample was added for a while, on the store's own clock.
-
-        Returns:
-            Each of ``keys``' shared samples, oldest first (empty for a key
-            with none); None if the store did not answer.
-        """
 
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

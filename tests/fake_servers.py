@@ -337,8 +337,8 @@ class FakeGemini(FakeServer):
     ``issued`` lists every thought signature the server sent, as sent.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, first_chunk_delay: Callable[[], float] | None = None) -> None:
+        super().__init__(first_chunk_delay=first_chunk_delay)
         self._secret = secrets.token_hex(4)
         self.issued: list[str] = []
 

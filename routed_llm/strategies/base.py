@@ -25,6 +25,7 @@ from routed_llm.capabilities import unserved_need
 from routed_llm.errors import is_transient
 from routed_llm.invocation import InvocationInfo, invocation_for_strategy
 from routed_llm.routing import (
+    CONFINED_TO,
     ErrorContext,
     annotate_route,
     note_skipped,
@@ -38,8 +39,6 @@ Decision = str | None
 
 TransientPolicy = Callable[[BaseException], bool]
 """Decides whether a failure may fall back; :func:`is_transient` by default."""
-
-_CONFINED_TO = "confined_to"  # The route note RoutingContext.confine writes.
 
 
 @dataclass(frozen=True)
@@ -185,7 +184,7 @@ class RoutingContext:
     @property
     def confined_to(self) -> str | None:
         """The key an earlier decision in this call confined it to (:meth:`confine`), if any."""
-        key = route_notes().get(_CONFINED_TO)
+        key = route_notes().get(CONFINED_TO)
         return key if isinstance(key, str) else None
 
     @property
