@@ -216,15 +216,27 @@ class RoutedAgent(BaseAgent):
         Events of this agent's own ``after_agent_callback`` carry the route
         record of the agent that served, like every event before them.
         """
-        route: dict[str, Any] | None = None
         async with aclosing(super().run_async(parent_context)) as events:
-            async for event in events:
-                record = (event.custom_metadata or {}).get(METADATA_KEY)
-                if record is not None:
-                    route = {name: value for name, value in record.items() if name not in _NOT_INHERITED}
-                elif route is not None and event.author == self.name:
-                    event = RoutedCall.stamp(event, route, METADATA_KEY)
+            async for event in self._stamp_own(events):
                 yield event
+
+    @override
+    async def run_live(self, parent_context: InvocationContext) -> AsyncGenerator[Event, None]:
+        """Runs the invocation live (ADK's ``BaseAgent.run_live``), stamped as :meth:`run_async` is."""
+        async with aclosing(super().run_live(parent_context)) as events:
+            async for event in self._stamp_own(events):
+                yield event
+
+    async def _stamp_own(self, events: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:
+        """Gives this agent's own events after a routed one (its ``after_agent_callback``'s) that route."""
+        route: dict[str, Any] | None = None
+        async for event in events:
+            record = (event.custom_metadata or {}).get(METADATA_KEY)
+            if record is not None:
+                route = {name: value for name, value in record.items() if name not in _NOT_INHERITED}
+            elif route is not None and event.author == self.name:
+                event = RoutedCall.stamp(event, route, METADATA_KEY)
+            yield event
 
     @override
     async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:

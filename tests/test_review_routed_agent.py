@@ -1,0 +1,126 @@
+"""An adversarial review of RoutedAgent's rollback: what the docs promise, tried through real ADK runners."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from conftest import in_order, make_runner, run_agent, texts
+from google.adk.agents import BaseAgent, LlmAgent
+from google.adk.agents.callback_context import CallbackContext
+from google.adk.agents.invocation_context import InvocationContext
+from google.adk.agents.live_request_queue import LiveRequestQueue
+from google.adk.events import Event
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+from google.genai import types
+
+from routed_llm import DeadlineExceeded, RoutedAgent
+
+RECORD = "routed_agent"
+
+
+class Hangs(BaseLlm):
+    """A model that waits for an event nobody sets."""
+
+    async def generate_content_async(
+        self, llm_request: LlmRequest, stream: bool = False
+    ) -> AsyncGenerator[LlmResponse, None]:
+        await asyncio.Event().wait()
+        yield LlmResponse()
+
+
+class Says(BaseAgent):
+    """Answers with ``see(ctx)``, in ``run_async`` and ``run_live``."""
+
+    see: Any = None
+
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        yield Event(author=self.name, content=types.ModelContent(str(self.see(ctx))))
+
+    async def _run_live_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        yield Event(author=self.name, content=types.ModelContent(str(self.see(ctx))))
+
+
+class Guard(BaseAgent):
+    """Runs its one sub-agent, and if the sub-agent raises, answers with the state's ``draft``.
+
+    With ``within`` set, the sub-agent's run is cancelled after that many seconds.
+    """
+
+    within: float | None = None
+
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        events: list[Event] = []
+        try:
+            async with asyncio.timeout(self.within):
+                events += [event async for event in self.sub_agents[0].run_async(ctx)]
+        except (DeadlineExceeded, TimeoutError):
+            events.append(
+                Event(author=self.name, content=types.ModelContent(repr(ctx.session.state.get("draft"))))
+            )
+        for event in events:
+            yield event
+
+
+def write_draft(callback_context: CallbackContext) -> None:
+    callback_context.state["draft"] = "half-written"
+
+
+def hung_writer() -> LlmAgent:
+    """An agent that writes ``draft`` to the state, then waits for a model that never answers."""
+    return LlmAgent(name="writer", model=Hangs(model="hangs"), before_agent_callback=write_draft)
+
+
+def answers(events: list[Event]) -> list[str]:
+    return texts([event for event in events if not event.partial])
+
+
+# The deadline and cancellation -------------------------------------------------------------------
+
+
+async def test_what_an_attempt_wrote_is_undone_when_the_deadline_ends_it() -> None:
+    routed = RoutedAgent(
+        name="support", agents={"writer": hung_writer()}, router=in_order(["writer"]), deadline=0.01
+    )
+
+    events, _ = await run_agent(Guard(name="guard", sub_agents=[routed]), "hi")
+
+    assert answers(events) == ["None"]
+
+
+async def test_what_a_cancelled_attempt_wrote_is_undone() -> None:
+    routed = RoutedAgent(name="support", agents={"writer": hung_writer()}, router=in_order(["writer"]))
+
+    events, _ = await run_agent(Guard(name="guard", sub_agents=[routed], within=0.01), "hi")
+
+    assert answers(events) == ["None"]
+
+
+# Live ----------------------------------------------------------------------------------------------
+
+
+async def test_an_event_from_the_routed_agents_after_agent_callback_carries_the_route_in_run_live() -> None:
+    def sign_off(callback_context: CallbackContext) -> types.Content:
+        return types.ModelContent("Bye.")
+
+    routed = RoutedAgent(
+        name="support",
+        agents={"general": Says(name="general", see=lambda ctx: "Hello!")},
+        router=in_order(["general"]),
+        after_agent_callback=sign_off,
+    )
+    runner = make_runner(routed)
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+    queue = LiveRequestQueue()
+    queue.close()
+
+    events = [
+        event
+        async for event in runner.run_live(user_id="user", session_id=session.id, live_request_queue=queue)
+    ]
+
+    assert answers(events) == ["Hello!", "Bye."]
+    assert events[-1].custom_metadata[RECORD]["key"] == "general"
