@@ -227,7 +227,9 @@ class Attempt:
         """Puts back every key the attempt read or wrote and nobody wrote since, and ends the attempt."""
         state, versions = self.state, self.state.versions
         others = [other for other in state.attempts if other is not self]
-        for key, record in (self._records or {}).items():
+        # Latest first: an object reachable from two keys was recorded again, already edited, by
+        # the later read, so the earliest record of it must be written back last.
+        for key, record in reversed((self._records or {}).items()):
             if versions.get(key, 0) != record.version:
                 for other in others:
                     other._take_over(key, record)

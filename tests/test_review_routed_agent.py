@@ -124,3 +124,39 @@ async def test_an_event_from_the_routed_agents_after_agent_callback_carries_the_
 
     assert answers(events) == ["Hello!", "Bye."]
     assert events[-1].custom_metadata[RECORD]["key"] == "general"
+
+
+# In-place edits --------------------------------------------------------------------------------------
+
+
+class Fails(BaseAgent):
+    """Raises ConnectionError after running ``act`` on its context, before any event."""
+
+    act: Any = None
+
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        self.act(ctx)
+        raise ConnectionError("down")
+        yield
+
+
+async def test_an_edit_of_an_object_held_under_two_keys_is_undone_whichever_key_was_read_last() -> None:
+    def cancel_then_list(ctx: InvocationContext) -> None:
+        ctx.session.state["current"]["status"] = "cancelled"
+        assert ctx.session.state["orders"]
+
+    general = Says(name="general", see=lambda ctx: ctx.session.state["orders"][0]["status"])
+    agent = RoutedAgent(
+        name="support",
+        agents={"flaky": Fails(name="flaky", act=cancel_then_list), "general": general},
+        router=in_order(["flaky", "general"]),
+    )
+    runner = make_runner(agent)
+    order = {"status": "open"}
+    session = await runner.session_service.create_session(
+        app_name="test_app", user_id="user", state={"current": order, "orders": [order]}
+    )
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session.id)
+
+    assert answers(events) == ["open"]
