@@ -210,20 +210,18 @@ class RoutedAgent(BaseAgent):
         return router
 
     @override
-    async def run_async(self, parent_context: InvocationContext) -> AsyncGenerator[Event, None]:
-        """Runs the invocation (ADK's ``BaseAgent.run_async``).
+    async def _run_with_lifecycle(
+        self,
+        parent_context: InvocationContext,
+        impl_fn: Callable[[InvocationContext], AsyncGenerator[Event, None]],
+    ) -> AsyncGenerator[Event, None]:
+        """Runs the invocation with ADK's callbacks, for ``run_async`` and ``run_live`` alike.
 
         Events of this agent's own ``after_agent_callback`` carry the route
         record of the agent that served, like every event before them.
+        (``run_live`` is final in ADK, so both are stamped here.)
         """
-        async with aclosing(super().run_async(parent_context)) as events:
-            async for event in self._stamp_own(events):
-                yield event
-
-    @override
-    async def run_live(self, parent_context: InvocationContext) -> AsyncGenerator[Event, None]:
-        """Runs the invocation live (ADK's ``BaseAgent.run_live``), stamped as :meth:`run_async` is."""
-        async with aclosing(super().run_live(parent_context)) as events:
+        async with aclosing(super()._run_with_lifecycle(parent_context, impl_fn)) as events:
             async for event in self._stamp_own(events):
                 yield event
 
