@@ -280,12 +280,15 @@ class RecordingArtifacts(BaseArtifactService):
         self._recording = True
         # Per (user_id, session_id, filename): the first version the attempt saved.
         self.saved: dict[tuple[str, str | None, str], int] = {}
+        # Per artifact the attempt deleted: its versions from before the attempt, oldest first.
+        self.deleted: dict[tuple[str, str | None, str], list[tuple[types.Part, dict[str, Any]]]] = {}
         self._app_name = ""
 
     def stop(self) -> None:
         """Stops recording: the attempt committed."""
         self._recording = False
         self.saved = {}
+        self.deleted = {}
 
     async def undo(self) -> None:
         """Deletes what the attempt created; supersedes a version it added with the one before it.
@@ -294,10 +297,27 @@ class RecordingArtifacts(BaseArtifactService):
         cannot delete one version: a version added to an existing artifact
         stays loadable by its number, and the version before it is saved
         again on top, so loading the latest gives what was there before.
+        An artifact the attempt deleted is saved again, each version it had
+        before the attempt in order, with its custom metadata.
         """
         saved, self.saved = self.saved, {}
+        deleted, self.deleted = self.deleted, {}
         self._recording = False
         service, app_name = self._service, self._app_name
+        for (user_id, session_id, filename), versions in deleted.items():
+            saved.pop((user_id, session_id, filename), None)
+            await service.delete_artifact(
+                app_name=app_name, user_id=user_id, session_id=session_id, filename=filename
+            )
+            for part, metadata in versions:
+                await service.save_artifact(
+                    app_name=app_name,
+                    user_id=user_id,
+                    session_id=session_id,
+                    filename=filename,
+                    artifact=part,
+                    custom_metadata=metadata or None,
+                )
         for (user_id, session_id, filename), version in saved.items():
             if version == 0:
                 await service.delete_artifact(
@@ -370,9 +390,40 @@ class RecordingArtifacts(BaseArtifactService):
     async def delete_artifact(
         self, *, app_name: str, user_id: str, filename: str, session_id: str | None = None
     ) -> None:
+        where = (user_id, session_id, filename)
+        if self._recording and where not in self.deleted:
+            self._app_name = app_name
+            # Versions the attempt itself saved are not put back.
+            first_saved = self.saved.pop(where, None)
+            self.deleted[where] = [
+                (part, metadata)
+                for version, part, metadata in await self._versions(app_name, user_id, filename, session_id)
+                if first_saved is None or version < first_saved
+            ]
         await self._service.delete_artifact(
             app_name=app_name, user_id=user_id, filename=filename, session_id=session_id
         )
+
+    async def _versions(
+        self, app_name: str, user_id: str, filename: str, session_id: str | None
+    ) -> list[tuple[int, types.Part, dict[str, Any]]]:
+        """Every version of an artifact: its number, content and custom metadata, oldest first."""
+        service = self._service
+        listed = await service.list_artifact_versions(
+            app_name=app_name, user_id=user_id, session_id=session_id, filename=filename
+        )
+        versions = []
+        for version in sorted(listed, key=lambda listed_version: listed_version.version):
+            part = await service.load_artifact(
+                app_name=app_name,
+                user_id=user_id,
+                session_id=session_id,
+                filename=filename,
+                version=version.version,
+            )
+            if part is not None:
+                versions.append((version.version, part, dict(version.custom_metadata)))
+        return versions
 
     @override
     async def list_versions(

@@ -160,3 +160,46 @@ async def test_an_edit_of_an_object_held_under_two_keys_is_undone_whichever_key_
     events, _ = await run_agent(agent, "hi", runner=runner, session_id=session.id)
 
     assert answers(events) == ["open"]
+
+
+# Artifacts -------------------------------------------------------------------------------------------
+
+
+async def test_an_artifact_a_failed_attempt_deleted_is_saved_again_as_it_was() -> None:
+    async def delete_draft(callback_context: CallbackContext) -> None:
+        ctx = callback_context._invocation_context
+        await ctx.artifact_service.delete_artifact(
+            app_name=ctx.app_name, user_id=ctx.user_id, session_id=ctx.session.id, filename="draft.txt"
+        )
+
+    class LoadsDraft(BaseAgent):
+        async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+            part = await ctx.artifact_service.load_artifact(
+                app_name=ctx.app_name, user_id=ctx.user_id, session_id=ctx.session.id, filename="draft.txt"
+            )
+            yield Event(author=self.name, content=types.ModelContent(str(part and part.text)))
+
+    flaky = LlmAgent(name="flaky", model=Hangs(model="h"), before_agent_callback=delete_draft)
+    agent = RoutedAgent(
+        name="support",
+        agents={"flaky": flaky, "general": LoadsDraft(name="general")},
+        router=in_order(["flaky", "general"]),
+        first_response_timeout={"flaky": 0.01},
+    )
+    runner = make_runner(agent)
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+    await runner.artifact_service.save_artifact(
+        app_name="test_app",
+        user_id="user",
+        session_id=session.id,
+        filename="draft.txt",
+        artifact=types.Part(text="good draft"),
+    )
+
+    events, _ = await run_agent(agent, "hi", runner=runner, session_id=session.id)
+
+    versions = await runner.artifact_service.list_versions(
+        app_name="test_app", user_id="user", session_id=session.id, filename="draft.txt"
+    )
+    assert answers(events) == ["good draft"]
+    assert versions == [0]
