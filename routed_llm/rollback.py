@@ -25,7 +25,9 @@ field) is recorded whole instead, so the record stays exact for any node.
 ``tools_dict`` is shared, never recorded: it holds live tool objects (MCP
 sessions, locks) that models read but do not edit. Objects that are neither
 pydantic models, lists nor dicts (callables, clients, enums, bytes, tuples)
-are kept by reference and not descended into.
+are kept by reference and not descended into. A session-state value
+(:func:`record_values`) also has its sets and dict and list subclasses
+recorded, and its tuples walked into.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ class RequestSnapshot:
     restored any number of times.
     """
 
-    __slots__ = ("_contents", "_dicts", "_lists", "_models", "_texts")
+    __slots__ = ("_contents", "_dicts", "_lists", "_models", "_others", "_texts")
 
     def __init__(self) -> None:
         # Flat, to keep a long request's record small: model, layout and
@@ -171,6 +173,8 @@ class RequestSnapshot:
         self._texts: list[Any] = []
         self._lists: list[Any] = []
         self._dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
+        # Sets, and subclasses of dict and list, with their entries (session-state values only).
+        self._others: list[tuple[Any, Any]] = []
 
     @classmethod
     def take(cls, llm_request: LlmRequest) -> RequestSnapshot:
@@ -269,6 +273,8 @@ class RequestSnapshot:
             if layouts is _NOT_SEEN:
                 layouts = _layouts_of(node_type)
             if layouts is None:
+                if by_identity:
+                    self._record_builtin(node, stack)
                 continue  # Not a pydantic model: kept by reference.
             state = node.__dict__
             fields_set = frozenset(node.__pydantic_fields_set__)
@@ -295,6 +301,29 @@ class RequestSnapshot:
             if node.__pydantic_private__:
                 stack.append(node.__pydantic_private__)
 
+    def _record_builtin(self, node: Any, stack: list[Any]) -> None:
+        """Records a set or a dict or list subclass, and walks into a tuple, a session-state value's.
+
+        A set's items are hashable, so they are not walked into. Anything
+        else is kept by reference.
+        """
+        if isinstance(node, tuple):
+            stack += node
+        elif isinstance(node, (set, list)):
+            self._others.append((node, tuple(node)))
+            if isinstance(node, list):
+                stack += node
+        elif isinstance(node, dict):
+            self._others.append((node, dict(node)))
+            stack += node.values()
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing was recorded: there is nothing to restore."""
+        return not (
+            self._models or self._contents or self._texts or self._lists or self._dicts or self._others
+        )
+
     def restore(self) -> None:
         """Writes the recorded state back into the recorded objects, in place."""
         models = self._models
@@ -320,6 +349,13 @@ class RequestSnapshot:
         for entries, saved_entries in self._dicts:
             entries.clear()
             entries.update(saved_entries)
+        for node, saved in self._others:
+            # Through the object's own methods: an OrderedDict keeps its order, a set subclass its type.
+            if isinstance(node, list):
+                node[:] = saved
+            else:
+                node.clear()
+                node.update(saved)
 
 
 def record_values(value: Any) -> RequestSnapshot | None:
@@ -330,12 +366,16 @@ def record_values(value: Any) -> RequestSnapshot | None:
     shallow state (its entries, by reference); no value is deep-copied or
     compared, and restoring writes the entries back into the same objects.
 
+    Sets, the items of tuples, and subclasses of dict and list
+    (``defaultdict``, ``OrderedDict``) are recorded too; other objects are
+    kept by reference and not walked into.
+
     Returns:
         A snapshot to :meth:`~RequestSnapshot.restore`, or None when
-        ``value`` is not a list, dict or pydantic model (nothing to record),
-        or recording it raised (logged at debug level).
+        ``value`` holds nothing to record, or recording it raised (logged
+        at debug level).
     """
-    if type(value) is not list and type(value) is not dict and _layouts_of(type(value)) is None:
+    if type(value) in _LEAF_TYPES:
         return None
     snapshot = RequestSnapshot()
     try:
@@ -345,7 +385,7 @@ def record_values(value: Any) -> RequestSnapshot | None:
             "Could not record a %s read from the session state.", type(value).__name__, exc_info=True
         )
         return None
-    return snapshot
+    return None if snapshot.empty else snapshot
 
 
 def _only_nones(values: Any, nones: Any) -> bool:

@@ -10,13 +10,14 @@ context variable, about every key it reads or writes.
 
 * The first write to a key records whether the key existed and its value
   (a reference). Undo puts that value back, or removes the key.
-* The first read of a key records, in place, the lists, dicts and pydantic
-  models reachable from its value (:func:`~routed_llm.rollback.record_values`,
-  the same record that rolls back a model request). Undo writes that record
-  back into the same objects, so an in-place edit is undone and every object
-  keeps its identity. Other objects (numpy arrays, clients, locks, budgets,
-  class instances) are shared, never copied or compared, and edits inside
-  them stay.
+* The first read of a key records, in place, the lists, dicts, sets and
+  pydantic models reachable from its value, through tuples too
+  (:func:`~routed_llm.rollback.record_values`, the same record that rolls
+  back a model request). Undo writes that record back into the same
+  objects, latest read first, so an in-place edit is undone and every
+  object keeps its identity. Other objects (numpy arrays, clients, locks,
+  budgets, class instances) are shared, never copied or compared, and
+  edits inside them stay.
 * Writes are counted per key while attempts run. A key that someone else
   wrote after the attempt's last touch (a ``ParallelAgent`` sibling, the
   runner storing a sibling's event) is left to that writer; if the writer

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import pytest
 from conftest import in_order, make_runner, run_agent, texts
 from google.adk.agents import BaseAgent, LlmAgent
 from google.adk.agents.callback_context import CallbackContext
@@ -160,6 +162,47 @@ async def test_an_edit_of_an_object_held_under_two_keys_is_undone_whichever_key_
     events, _ = await run_agent(agent, "hi", runner=runner, session_id=session.id)
 
     assert answers(events) == ["open"]
+
+
+class Basket(list[str]):
+    """A list subclass."""
+
+
+@pytest.mark.parametrize(
+    ("make", "edit"),
+    [
+        (lambda: {"book"}, lambda value: value.add("pen")),
+        (lambda: (["book"],), lambda value: value[0].append("pen")),
+        (lambda: defaultdict(list, {"items": ["book"]}), lambda value: value["extra"].append("pen")),
+        (lambda: OrderedDict(items=["book"]), lambda value: value.move_to_end("items") or value.pop("items")),
+        (lambda: Basket(["book"]), lambda value: value.append("pen")),
+    ],
+    ids=["set", "list-in-tuple", "defaultdict", "OrderedDict", "list-subclass"],
+)
+async def test_an_edit_inside_a_set_tuple_or_dict_or_list_subclass_the_attempt_read_is_undone(
+    make: Any, edit: Any
+) -> None:
+    value = make()
+    before = repr(value)
+
+    def put(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:value"] = value
+
+    general = Says(name="general", see=lambda ctx: repr(ctx.session.state["temp:value"]))
+    agent = RoutedAgent(
+        name="support",
+        agents={
+            "flaky": Fails(name="flaky", act=lambda ctx: edit(ctx.session.state["temp:value"])),
+            "general": general,
+        },
+        router=in_order(["flaky", "general"]),
+        before_agent_callback=put,
+    )
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == [before]
+    assert repr(value) == before
 
 
 # Artifacts -------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import pickle
-from collections import defaultdict
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -717,36 +716,6 @@ async def test_a_callback_that_raises_before_the_first_output_fails_over() -> No
 
     assert answers(events) == ["Hello!"]
     assert events[-1].custom_metadata[RECORD]["errors"] == {"flaky": "ConnectionError"}
-
-
-@pytest.mark.parametrize(
-    ("value", "edit"),
-    [
-        (defaultdict(list), lambda value: value["extra"].append(1)),
-        ({1}, lambda value: value.add(2)),
-        (([1],), lambda value: value[0].append(2)),
-    ],
-    ids=["defaultdict", "set", "tuple"],
-)
-async def test_edits_inside_sets_tuples_and_dict_subclasses_are_not_undone(value: Any, edit: Any) -> None:
-    def put(callback_context: CallbackContext) -> None:
-        callback_context.state["temp:value"] = value
-
-    general = Says(name="general", see=lambda ctx: ctx.session.state["temp:value"] is value)
-    agent = routed(
-        {
-            "flaky": Fails(name="flaky", act=lambda ctx: edit(ctx.session.state["temp:value"])),
-            "general": general,
-        },
-        in_order(["flaky", "general"]),
-        before_agent_callback=put,
-    )
-    before = repr(value)
-
-    events, _ = await run_agent(agent, "hi")
-
-    assert answers(events) == ["True"]
-    assert repr(value) != before
 
 
 async def test_an_edit_inside_a_value_reached_by_iterating_the_state_is_not_undone() -> None:
