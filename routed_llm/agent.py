@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -288,6 +289,12 @@ class RoutedAgent(BaseAgent):
                         for response in rejected:
                             yield response  # type: ignore[misc]  # Events in, events out.
                         return
+                    except asyncio.CancelledError:
+                        # Not a failure (nothing fails over), but nothing of the attempt is kept:
+                        # its state is undone on release, its artifacts here.
+                        await events.aclose()
+                        await rollback.undo_artifacts()
+                        raise
                     rollback.commit()
                     if event is None:
                         return

@@ -246,3 +246,22 @@ async def test_an_artifact_a_failed_attempt_deleted_is_saved_again_as_it_was() -
     )
     assert answers(events) == ["good draft"]
     assert versions == [0]
+
+
+async def test_an_artifact_saved_by_an_attempt_that_is_cancelled_is_deleted() -> None:
+    async def save_draft(callback_context: CallbackContext) -> None:
+        await callback_context.save_artifact("draft.txt", types.Part(text="half-written"))
+
+    writer = LlmAgent(name="writer", model=Hangs(model="hangs"), before_agent_callback=save_draft)
+    agent = RoutedAgent(name="support", agents={"writer": writer}, router=in_order(["writer"]))
+    runner = make_runner(agent)
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await run_agent(agent, "hi", runner=runner, session_id=session.id)
+
+    keys = await runner.artifact_service.list_artifact_keys(
+        app_name="test_app", user_id="user", session_id=session.id
+    )
+    assert keys == []

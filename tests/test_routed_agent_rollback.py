@@ -771,23 +771,6 @@ async def test_copies_of_the_session_state_taken_during_an_attempt_are_plain_dic
     assert answers(events) == ["['dict', 'dict', 'dict']"]
 
 
-async def test_an_artifact_saved_by_an_attempt_that_is_cancelled_stays() -> None:
-    flaky = LlmAgent(name="flaky", model=Hangs(model="hangs"), before_agent_callback=save_draft("draft"))
-    agent = routed({"flaky": flaky}, in_order(["flaky"]))
-    runner = make_runner(agent)
-    session_id = await session_with(runner, {})
-
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.01):
-            await run_agent(agent, "hi", runner=runner, session_id=session_id)
-
-    part = await runner.artifact_service.load_artifact(
-        app_name="test_app", user_id="user", session_id=session_id, filename="draft.txt"
-    )
-    assert part is not None
-    assert part.text == "draft"
-
-
 @WORKFLOW_AGENTS_DEPRECATED
 async def test_what_a_routed_agent_inside_a_failed_attempt_wrote_is_undone_with_it() -> None:
     class WritesQuietly(BaseAgent):
