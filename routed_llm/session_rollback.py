@@ -297,7 +297,8 @@ class RecordingArtifacts(BaseArtifactService):
         ADK's artifact services delete an artifact with every version, and
         cannot delete one version: a version added to an existing artifact
         stays loadable by its number, and the version before it is saved
-        again on top, so loading the latest gives what was there before.
+        again on top, with its custom metadata, so loading the latest gives
+        what was there before.
         An artifact the attempt deleted is saved again, each version it had
         before the attempt in order, with its custom metadata.
         """
@@ -333,12 +334,20 @@ class RecordingArtifacts(BaseArtifactService):
                 version=version - 1,
             )
             if before is not None:
+                described = await service.get_artifact_version(
+                    app_name=app_name,
+                    user_id=user_id,
+                    session_id=session_id,
+                    filename=filename,
+                    version=version - 1,
+                )
                 await service.save_artifact(
                     app_name=app_name,
                     user_id=user_id,
                     session_id=session_id,
                     filename=filename,
                     artifact=before,
+                    custom_metadata=(described.custom_metadata or None) if described is not None else None,
                 )
 
     @override

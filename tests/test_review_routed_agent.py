@@ -265,3 +265,28 @@ async def test_an_artifact_saved_by_an_attempt_that_is_cancelled_is_deleted() ->
         app_name="test_app", user_id="user", session_id=session.id
     )
     assert keys == []
+
+
+async def test_the_version_put_back_over_a_failed_attempts_version_keeps_its_custom_metadata() -> None:
+    async def save_draft(callback_context: CallbackContext) -> None:
+        await callback_context.save_artifact("draft.txt", types.Part(text="bad draft"))
+
+    flaky = LlmAgent(name="flaky", model=Hangs(model="hangs"), before_agent_callback=save_draft)
+    agent = RoutedAgent(
+        name="support",
+        agents={"flaky": flaky, "general": Says(name="general", see=lambda ctx: "Hello!")},
+        router=in_order(["flaky", "general"]),
+        first_response_timeout={"flaky": 0.01},
+    )
+    runner = make_runner(agent)
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+    where = {"app_name": "test_app", "user_id": "user", "session_id": session.id, "filename": "draft.txt"}
+    await runner.artifact_service.save_artifact(
+        **where, artifact=types.Part(text="good draft"), custom_metadata={"author": "alice"}
+    )
+
+    await run_agent(agent, "hi", runner=runner, session_id=session.id)
+
+    latest = await runner.artifact_service.get_artifact_version(**where)
+    assert latest is not None
+    assert latest.custom_metadata == {"author": "alice"}
