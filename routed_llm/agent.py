@@ -64,9 +64,9 @@ class RoutedAgent(BaseAgent):
     before showing anything (it raises, runs out of time, or yields an
     error event that RoutedLlm's policy fails over on), what it wrote or
     edited in the session state is undone, the artifacts it created are
-    deleted, and the router is asked again with an
-    :class:`~routed_llm.ErrorContext`; each key runs at most once per
-    invocation. Events that only carry bookkeeping (a state delta, a
+    deleted (and those it deleted saved again), and the router is asked
+    again with an :class:`~routed_llm.ErrorContext`; each key runs at most
+    once per invocation. Events that only carry bookkeeping (a state delta, a
     checkpoint) are held until the first output, their state delta applied
     meanwhile, so the agent's next steps see it. Once the agent has shown
     something (content, a function call, an error) the invocation belongs
