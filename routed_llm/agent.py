@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing
@@ -24,6 +25,8 @@ from routed_llm.session_rollback import Attempt, RecordingArtifacts, own_keys, t
 from routed_llm.timeouts import check_seconds, per_key_seconds
 
 __all__ = ["METADATA_KEY", "AgentRouter", "RoutedAgent"]
+
+logger = logging.getLogger(__name__)
 
 METADATA_KEY = "routed_agent"
 """The key under which each event's ``custom_metadata`` records its route."""
@@ -293,7 +296,14 @@ class RoutedAgent(BaseAgent):
                         # Not a failure (nothing fails over), but nothing of the attempt is kept:
                         # its state is undone on release, its artifacts here.
                         await events.aclose()
-                        await rollback.undo_artifacts()
+                        try:
+                            await rollback.undo_artifacts()
+                        except Exception:  # The cancellation goes on; it is what the caller awaits.
+                            logger.warning(
+                                "Could not undo the artifacts of a cancelled attempt of %r.",
+                                key,
+                                exc_info=True,
+                            )
                         raise
                     rollback.commit()
                     if event is None:

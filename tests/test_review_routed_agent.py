@@ -13,10 +13,14 @@ from google.adk.agents import BaseAgent, LlmAgent
 from google.adk.agents.callback_context import CallbackContext
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.agents.live_request_queue import LiveRequestQueue
+from google.adk.apps import App
+from google.adk.artifacts import InMemoryArtifactService
 from google.adk.events import Event
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
+from google.adk.runners import Runner
+from google.adk.sessions import InMemorySessionService
 from google.genai import types
 
 from routed_llm import DeadlineExceeded, RoutedAgent
@@ -290,3 +294,28 @@ async def test_the_version_put_back_over_a_failed_attempts_version_keeps_its_cus
     latest = await runner.artifact_service.get_artifact_version(**where)
     assert latest is not None
     assert latest.custom_metadata == {"author": "alice"}
+
+
+class DeleteFails(InMemoryArtifactService):
+    """An artifact service whose deletes fail."""
+
+    async def delete_artifact(self, **where: Any) -> None:
+        raise ConnectionError("artifact store down")
+
+
+async def test_a_cancelled_attempt_still_raises_the_cancellation_when_deleting_its_artifacts_fails() -> None:
+    async def save_draft(callback_context: CallbackContext) -> None:
+        await callback_context.save_artifact("draft.txt", types.Part(text="half-written"))
+
+    writer = LlmAgent(name="writer", model=Hangs(model="hangs"), before_agent_callback=save_draft)
+    agent = RoutedAgent(name="support", agents={"writer": writer}, router=in_order(["writer"]))
+    runner = Runner(
+        app=App(name="test_app", root_agent=agent),
+        session_service=InMemorySessionService(),
+        artifact_service=DeleteFails(),
+    )
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await run_agent(agent, "hi", runner=runner, session_id=session.id)
