@@ -314,7 +314,7 @@ class RequestSnapshot:
             if isinstance(node, list):
                 stack += node
         elif isinstance(node, dict):
-            self._others.append((node, dict(node)))
+            self._others.append((node, tuple(node.items())))
             stack += node.values()
 
     @property
@@ -350,7 +350,11 @@ class RequestSnapshot:
             entries.clear()
             entries.update(saved_entries)
         for node, saved in self._others:
-            # Through the object's own methods: an OrderedDict keeps its order, a set subclass its type.
+            # Only if edited (by identity, so no item is compared or hashed again, and a read-only
+            # subclass is never written); through the object's own methods, so an OrderedDict
+            # keeps its order.
+            if not _edited(node, saved):
+                continue
             if isinstance(node, list):
                 node[:] = saved
             else:
@@ -386,6 +390,18 @@ def record_values(value: Any) -> RequestSnapshot | None:
         )
         return None
     return None if snapshot.empty else snapshot
+
+
+def _edited(node: Any, saved: tuple[Any, ...]) -> bool:
+    """Whether a set, list or dict differs from its recorded items (a dict's pairs), by identity."""
+    if len(node) != len(saved):
+        return True
+    if isinstance(node, dict):
+        return any(
+            key is not kept_key or value is not kept_value
+            for (key, value), (kept_key, kept_value) in zip(node.items(), saved, strict=True)
+        )
+    return any(map(is_not, node, saved))
 
 
 def _only_nones(values: Any, nones: Any) -> bool:

@@ -209,6 +209,39 @@ async def test_an_edit_inside_a_set_tuple_or_dict_or_list_subclass_the_attempt_r
     assert repr(value) == before
 
 
+class ReadOnlyDict(dict[str, Any]):
+    """A dict subclass that refuses every edit, as some libraries' immutable mappings do."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("ReadOnlyDict is immutable")
+
+    __setitem__ = __delitem__ = clear = update = pop = popitem = setdefault = _refuse  # type: ignore[assignment]
+
+
+async def test_a_read_only_dict_subclass_the_attempt_read_does_not_break_failover() -> None:
+    settings = ReadOnlyDict({"tier": "gold"})
+
+    def put(callback_context: CallbackContext) -> None:
+        callback_context.state["temp:settings"] = settings
+
+    def read_settings(ctx: InvocationContext) -> None:
+        assert ctx.session.state["temp:settings"]["tier"] == "gold"
+
+    agent = RoutedAgent(
+        name="support",
+        agents={
+            "flaky": Fails(name="flaky", act=read_settings),
+            "general": Says(name="general", see=lambda ctx: ctx.session.state["temp:settings"]["tier"]),
+        },
+        router=in_order(["flaky", "general"]),
+        before_agent_callback=put,
+    )
+
+    events, _ = await run_agent(agent, "hi")
+
+    assert answers(events) == ["gold"]
+
+
 # Artifacts -------------------------------------------------------------------------------------------
 
 
