@@ -106,8 +106,9 @@ if trial ~= '' and now >= till then trial = '' end
 local function backoff()
   return math.min(cooldown * 2 ^ math.min(opens, 1000), max_cooldown)
 end
+-- A cooldown runs from when its failure happened: one told late has less of it left, or none.
 local function open(seconds)
-  state, failures, opens, length, till, trial = 'open', 0, opens + 1, seconds, now + seconds, ''
+  state, failures, opens, length, till, trial = 'open', 0, opens + 1, seconds, now - age + seconds, ''
 end
 local granted = 0
 if op == 'acquire' then
@@ -132,6 +133,7 @@ elseif op == 'fail' then
     if failures >= threshold then open(backoff()) end
   end
 end
+if state == 'open' and now >= till then state = 'half_open' end
 changed = now
 if state == 'closed' and failures == 0 then
   redis.call('DEL', key)

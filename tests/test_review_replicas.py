@@ -1,0 +1,55 @@
+"""Review of shared health and budgets (issue 19): what broke them, against a real redis-server.
+
+Each "replica" is a RoutedLlm with its own redis client, tracker and limits, as in
+tests/test_replicas.py, whose fixtures and helpers these tests share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from routed_llm import HealthTracker, RoutedLlm
+from routed_llm.strategies import FallbackStrategy
+from routed_llm.testing import ScriptedLlm
+from tests import test_replicas
+from tests.redis_server import stalled
+from tests.test_replicas import Clock, answering, ask, replica, store
+from tests.test_replicas_races import open_shared_circuit
+
+clients = test_replicas.clients  # Fixtures shared with the other replica tests.
+namespace = test_replicas.namespace
+
+
+def rate_limited(retry_after: str) -> ScriptedLlm:
+    """A primary that answers 429, saying how long to wait, then serves."""
+    request = httpx.Request("POST", "http://127.0.0.1/v1")
+    errors = [
+        httpx.HTTPStatusError(
+            "429 Too Many Requests",
+            request=request,
+            response=httpx.Response(429, headers={"Retry-After": retry_after}, request=request),
+        )
+    ]
+    return ScriptedLlm(model="p", script=lambda _: errors.pop() if errors else "primary")
+
+
+async def test_a_retry_after_told_late_opens_the_circuit_only_for_what_is_left_of_its_wait(
+    clients, namespace
+):
+    admin = clients()
+    clock = Clock()
+    stalls = test_replicas.RedisStore(clients(), namespace=namespace, timeout=0.2, retry_interval=0)
+    late = replica(stalls, clock, rate_limited("5"))
+    async with stalled(admin):
+        during = await ask(late)  # The 429 is not written: Redis does not answer in time.
+        await stalls.drain()
+    clock.now += 100.0  # Its wait of 5 s ended long ago when Redis answers again.
+    await ask(late)
+    elsewhere_primary = answering("primary")
+
+    elsewhere = await ask(replica(store(clients, namespace), Clock(), elsewhere_primary))
+
+    assert during == ["backup"]
+    assert elsewhere == ["primary"]
