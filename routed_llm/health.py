@@ -541,7 +541,12 @@ class HealthTracker:
             return True
         self._writes += 1  # A read already out must not give the trial this call took back to others.
         self._written[key] = self._writes
-        answer = await self._store.change_circuit(key, self._change("acquire", permit=permit))
+        try:
+            answer = await self._store.change_circuit(key, self._change("acquire", permit=permit))
+        except BaseException:  # Cancelled with the answer out: Redis may have granted the trial.
+            self.release(key, permit)
+            self._later(key, self._change("release", permit=permit))
+            raise
         if answer is None:
             return True  # The store did not answer: this process's permit decides.
         reading, granted = answer

@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from routed_llm import HealthTracker, RoutedLlm
+from routed_llm.redis import RedisStore
+from routed_llm.store import CircuitChange, CircuitReading
 from routed_llm.strategies import FallbackStrategy
 from routed_llm.testing import ScriptedLlm
 from tests import test_replicas
@@ -40,7 +43,7 @@ async def test_a_retry_after_told_late_opens_the_circuit_only_for_what_is_left_o
 ):
     admin = clients()
     clock = Clock()
-    stalls = test_replicas.RedisStore(clients(), namespace=namespace, timeout=0.2, retry_interval=0)
+    stalls = RedisStore(clients(), namespace=namespace, timeout=0.2, retry_interval=0)
     late = replica(stalls, clock, rate_limited("5"))
     async with stalled(admin):
         during = await ask(late)  # The 429 is not written: Redis does not answer in time.
@@ -52,4 +55,49 @@ async def test_a_retry_after_told_late_opens_the_circuit_only_for_what_is_left_o
     elsewhere = await ask(replica(store(clients, namespace), Clock(), elsewhere_primary))
 
     assert during == ["backup"]
+    assert elsewhere == ["primary"]
+
+
+class AnswerLost:
+    """A RedisStore whose answers to trial acquisitions never arrive: Redis applies them, the caller waits."""
+
+    def __init__(self, inner: RedisStore) -> None:
+        self.inner = inner
+        self.applied = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def change_circuit(self, key: str, change: CircuitChange) -> tuple[CircuitReading, bool] | None:
+        answer = await self.inner.change_circuit(key, change)
+        if change.op == "acquire":
+            self.applied.set()
+            await asyncio.Event().wait()  # Nobody sets it: the reply is still on its way.
+        return answer
+
+
+def trial_replica(health: HealthTracker, primary: ScriptedLlm) -> RoutedLlm:
+    return RoutedLlm(
+        models={"primary": primary, "backup": answering("backup")},
+        router=FallbackStrategy(["primary", "backup"]),
+        health=health,
+    )
+
+
+async def test_a_call_cancelled_while_taking_the_trial_gives_it_back_here_and_in_redis(clients, namespace):
+    await open_shared_circuit(clients, namespace)
+    shared = store(clients, namespace)
+    lost = AnswerLost(shared)
+    health = HealthTracker(failure_threshold=2, cooldown=30.0, clock=Clock(), store=lost)  # type: ignore[arg-type]
+    call = asyncio.create_task(ask(trial_replica(health, answering("primary"))))
+    await lost.applied.wait()
+
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await shared.drain()
+    here = health.is_available("primary")
+    elsewhere = await ask(replica(store(clients, namespace), Clock(), answering("primary")))
+
+    assert here is True
     assert elsewhere == ["primary"]
