@@ -11,7 +11,7 @@ import asyncio
 import httpx
 import pytest
 
-from routed_llm import HealthTracker, RoutedLlm
+from routed_llm import HealthTracker, LatencyTracker, RoutedLlm
 from routed_llm.redis import RedisStore
 from routed_llm.store import CircuitChange, CircuitReading
 from routed_llm.strategies import FallbackStrategy
@@ -101,3 +101,34 @@ async def test_a_call_cancelled_while_taking_the_trial_gives_it_back_here_and_in
 
     assert here is True
     assert elsewhere == ["primary"]
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        pytest.param(lambda admin, key: admin.set(key, "not a list"), id="another type"),
+        pytest.param(lambda admin, key: admin.rpush(key, "fast", "nan"), id="samples that are not numbers"),
+    ],
+)
+async def test_a_foreign_latency_list_does_not_stop_a_replica_sharing_health(clients, namespace, foreign):
+    await foreign(clients(), f"routed_llm:{{{namespace}}}:latency:primary")
+    shared = store(clients, namespace, retry_interval=600.0)
+    latency = LatencyTracker(store=shared)
+    primary = answering("primary")
+    llm = RoutedLlm(
+        models={"primary": primary, "backup": answering("backup")},
+        router=FallbackStrategy(["primary", "backup"]),
+        health=HealthTracker(failure_threshold=2, cooldown=30.0, clock=Clock(), store=shared),
+        latency=latency,
+    )
+    first = await ask(llm)
+    await latency.refresh()  # Its samples meet the foreign record.
+    opener = replica(store(clients, namespace), Clock(), test_replicas.dead())
+    await ask(opener)
+    await ask(opener)  # Primary's circuit is open for every replica.
+
+    after = await ask(llm)
+
+    assert first == ["primary"]
+    assert after == ["backup"]
+    assert len(primary.calls) == 1
