@@ -19,7 +19,7 @@ from routed_llm.testing import ScriptedLlm
 from tests import test_replicas
 from tests.redis_server import stalled
 from tests.test_replicas import Clock, answering, ask, replica, store
-from tests.test_replicas_races import open_shared_circuit
+from tests.test_replicas_races import Gate, open_shared_circuit, until_every_call_answered_or_waits_on
 
 clients = test_replicas.clients  # Fixtures shared with the other replica tests.
 namespace = test_replicas.namespace
@@ -132,3 +132,27 @@ async def test_a_foreign_latency_list_does_not_stop_a_replica_sharing_health(cli
     assert first == ["primary"]
     assert after == ["backup"]
     assert len(primary.calls) == 1
+
+
+async def test_a_trial_taken_while_redis_stalled_is_not_given_to_a_second_call_once_redis_answers(
+    clients, namespace
+):
+    await open_shared_circuit(clients, namespace)
+    admin = clients()
+    stalls = RedisStore(clients(), namespace=namespace, timeout=0.2, retry_interval=0)
+    health = HealthTracker(failure_threshold=2, cooldown=30.0, clock=Clock(), store=stalls)
+    await health.refresh(["primary"])  # This replica knows the trial is free.
+    primary = Gate(model="p", entered=asyncio.Event(), opened=asyncio.Event())
+    llm = trial_replica(health, primary)
+    async with stalled(admin):
+        first = asyncio.create_task(ask(llm))  # Takes the trial on local tracking.
+        await primary.entered.wait()
+    second = asyncio.create_task(ask(llm))  # Redis answers again.
+
+    await until_every_call_answered_or_waits_on(primary, [first, second])
+    trials = primary.waiting
+    primary.opened.set()
+    answers = await asyncio.gather(first, second)
+
+    assert trials == 1
+    assert answers == [["backup"], ["backup"]]
