@@ -614,7 +614,11 @@ class HealthTracker:
                 0
             )  # Taken, so a concurrent read cannot make it twice.
             age = max(self._clock() - at, _LATE)
-            answer = await self._store.change_circuit(key, replace(change, age=age))
+            try:
+                answer = await self._store.change_circuit(key, replace(change, age=age))
+            except BaseException:  # Cancelled: made again later; if it was made, told late it is dropped.
+                self._missed.insert(0, missed)
+                raise
             if answer is None:
                 self._missed.insert(0, missed)
                 return False

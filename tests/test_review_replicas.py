@@ -18,7 +18,7 @@ from routed_llm.strategies import FallbackStrategy
 from routed_llm.testing import ScriptedLlm
 from tests import test_replicas
 from tests.redis_server import stalled
-from tests.test_replicas import Clock, answering, ask, replica, store
+from tests.test_replicas import Clock, Held, answering, ask, replica, store
 from tests.test_replicas_races import Gate, open_shared_circuit, until_every_call_answered_or_waits_on
 
 clients = test_replicas.clients  # Fixtures shared with the other replica tests.
@@ -156,3 +156,46 @@ async def test_a_trial_taken_while_redis_stalled_is_not_given_to_a_second_call_o
 
     assert trials == 1
     assert answers == [["backup"], ["backup"]]
+
+
+class FirstLateChangeStuck:
+    """A RedisStore on which the first change told late never arrives (nor is applied); later ones do."""
+
+    def __init__(self, inner: RedisStore) -> None:
+        self.inner = inner
+        self.stuck = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def change_circuit(self, key: str, change: CircuitChange) -> tuple[CircuitReading, bool] | None:
+        if change.age > 0 and not self.stuck.is_set():
+            self.stuck.set()
+            await asyncio.Event().wait()  # Nobody sets it: Redis is slow to take it.
+        return await self.inner.change_circuit(key, change)
+
+
+async def test_a_change_redis_missed_survives_a_call_cancelled_while_it_is_being_made(clients, namespace):
+    await open_shared_circuit(clients, namespace)
+    admin = clients()
+    stalls = RedisStore(clients(), namespace=namespace, timeout=0.2, retry_interval=0)
+    stuck = FirstLateChangeStuck(stalls)
+    health = HealthTracker(failure_threshold=2, cooldown=30.0, clock=Clock(), store=stuck)  # type: ignore[arg-type]
+    trial_primary = Held(model="p", started=asyncio.Event(), release=asyncio.Event(), text="recovered")
+    trial = trial_replica(health, trial_primary)
+    in_flight = asyncio.create_task(ask(trial))
+    await trial_primary.started.wait()
+    async with stalled(admin):
+        trial_primary.release.set()
+        await in_flight  # The trial succeeds; Redis does not take the news in time.
+        await stalls.drain()
+    cancelled = asyncio.create_task(ask(trial))  # Redis answers again; this call makes the change...
+    await stuck.stuck.wait()
+    cancelled.cancel()  # ...and is cancelled before Redis took it.
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+
+    await ask(trial)
+    later = await ask(replica(store(clients, namespace), Clock(), answering("recovered")))
+
+    assert later == ["recovered"]
