@@ -273,10 +273,14 @@ class RateLimits:
                 owed_tokens=tokens,
                 reserve=reserve,
             )
-        reading = await self._store.change_budget(key, change)
+        reading = None
+        try:
+            reading = await self._store.change_budget(key, change)
+        finally:  # Cancelled too: what it carried is owed still, and sent again.
+            with self._lock:
+                count.sending_requests -= requests
+                count.sending_tokens -= tokens
         with self._lock:
-            count.sending_requests -= requests
-            count.sending_tokens -= tokens
             if reading is not None:
                 count.owed_requests -= requests
                 count.owed_tokens -= tokens

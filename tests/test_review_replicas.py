@@ -11,9 +11,9 @@ import asyncio
 import httpx
 import pytest
 
-from routed_llm import HealthTracker, LatencyTracker, RoutedLlm
+from routed_llm import HealthTracker, LatencyTracker, Limit, RateLimits, RoutedLlm
 from routed_llm.redis import RedisStore
-from routed_llm.store import CircuitChange, CircuitReading
+from routed_llm.store import BudgetChange, BudgetReading, CircuitChange, CircuitReading
 from routed_llm.strategies import FallbackStrategy
 from routed_llm.testing import ScriptedLlm
 from tests import test_replicas
@@ -199,3 +199,53 @@ async def test_a_change_redis_missed_survives_a_call_cancelled_while_it_is_being
     later = await ask(replica(store(clients, namespace), Clock(), answering("recovered")))
 
     assert later == ["recovered"]
+
+
+class FirstOwedCountStuck:
+    """A RedisStore on which the first change carrying owed requests never arrives (nor is applied)."""
+
+    def __init__(self, inner: RedisStore) -> None:
+        self.inner = inner
+        self.stuck = asyncio.Event()
+        self.task: asyncio.Task[object] | None = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def change_budget(self, key: str, change: BudgetChange) -> BudgetReading | None:
+        if change.owed_requests and not self.stuck.is_set():
+            self.task = asyncio.current_task()
+            self.stuck.set()
+            await asyncio.Event().wait()  # Nobody sets it: Redis is slow to take it.
+        return await self.inner.change_budget(key, change)
+
+
+async def test_requests_admitted_during_an_outage_still_count_after_their_write_is_cancelled(
+    clients, namespace
+):
+    clock = Clock()
+    limits = {"primary": Limit(rpm=6)}
+    stalls = RedisStore(clients(), namespace=namespace, timeout=0.2, retry_interval=0)
+    stuck = FirstOwedCountStuck(stalls)
+    first = RoutedLlm(
+        models={"primary": answering("primary"), "backup": answering("backup")},
+        router=FallbackStrategy(["primary", "backup"]),
+        limits=RateLimits(limits, store=stuck, clock=clock),  # type: ignore[arg-type]
+    )
+    second = replica(store(clients, namespace), clock, answering("primary"), limits=limits)
+    answers = [await ask(first), await ask(second), await ask(first)]  # Its share is 6 // 2 = 3.
+    async with stalled(clients()):
+        answers.append(await ask(first))  # Admitted on its own: it owes Redis one request.
+        await stalls.drain()
+    after_stall = asyncio.create_task(ask(first))  # Redis answers again; the owed request is on its way...
+    await stuck.stuck.wait()
+    assert stuck.task is not None
+    stuck.task.cancel()  # ...when the task carrying it (this call, or a background write) is cancelled.
+    with pytest.raises(asyncio.CancelledError):
+        await stuck.task
+    if not after_stall.cancelled():
+        answers.append(await after_stall)
+
+    answers += [await ask(first), await ask(second), await ask(second), await ask(second)]
+
+    assert answers.count(["primary"]) == 6  # The minute's budget, not one more.
