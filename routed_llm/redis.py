@@ -472,7 +472,7 @@ class RedisStore:
         added = {key: samples for key, samples in new.items() if samples}
 
         async def trip() -> Mapping[str, Sequence[float]]:
-            args: list[object] = [window, SAMPLES_TTL_MS, len(added)]
+            args: list[str | int] = [window, SAMPLES_TTL_MS, len(added)]
             for samples in added.values():
                 args += [len(samples), *(repr(float(sample)) for sample in samples)]
             lists, bad = await self._samples_script(
