@@ -237,9 +237,14 @@ class RateLimits:
         return int(self._clock() // WINDOW)
 
     def _count(self, key: str, window: int) -> _Count:
+        """``key``'s count of ``window``: a minute already over, told late, never replaces the current one."""
         count = self._counts.get(key)
-        if count is None or count.window != window:
+        if count is None or count.window < window:
             count = self._counts[key] = _Count(window)
+        elif count.window > window:
+            if window != self._window():
+                return _Count(window)  # Kept by nobody: the minute is over.
+            count = self._counts[key] = _Count(window)  # The clock went back.
         return count
 
     def _absorb(self, count: _Count, reading: BudgetReading) -> None:

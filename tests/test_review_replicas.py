@@ -249,3 +249,45 @@ async def test_requests_admitted_during_an_outage_still_count_after_their_write_
     answers += [await ask(first), await ask(second), await ask(second), await ask(second)]
 
     assert answers.count(["primary"]) == 6  # The minute's budget, not one more.
+
+
+class FirstReservationHeld:
+    """A RedisStore whose answer to the first reservation arrives only once ``deliver`` is set."""
+
+    def __init__(self, inner: RedisStore) -> None:
+        self.inner = inner
+        self.sent = asyncio.Event()
+        self.deliver = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def change_budget(self, key: str, change: BudgetChange) -> BudgetReading | None:
+        first = not self.sent.is_set()
+        self.sent.set()
+        answer = await self.inner.change_budget(key, change)
+        if first:
+            await self.deliver.wait()
+        return answer
+
+
+async def test_a_reservation_answered_after_the_minute_ended_leaves_the_new_minutes_count_alone(
+    clients, namespace
+):
+    clock = Clock(60.0 * 30_000_000 - 0.5)  # Half a second before a minute ends.
+    held = FirstReservationHeld(store(clients, namespace))
+    limits = RateLimits({"primary": Limit(rpm=1)}, store=held, clock=clock)  # type: ignore[arg-type]
+    llm = RoutedLlm(
+        models={"primary": answering("primary"), "backup": answering("backup")},
+        router=FallbackStrategy(["primary", "backup"]),
+        limits=limits,
+    )
+    late = asyncio.create_task(ask(llm))  # The last minute's reservation, its answer on the way...
+    await held.sent.wait()
+    clock.now += 1.0
+    answer = await ask(llm)  # ...while the new minute's one request is spent.
+    held.deliver.set()
+    await late
+
+    assert answer == ["primary"]
+    assert limits.is_available("primary") is False
