@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls per variant")
     parser.add_argument("--concurrency", type=int, default=200, help="calls at once")
     parser.add_argument("--rounds", type=int, default=20, help="rounds of concurrent calls")
-    parser.add_argument("--timeout", type=float, default=0.05, help="the store's timeout, seconds")
+    parser.add_argument("--timeout", type=float, default=1.0, help="the store's timeout, seconds")
     parser.add_argument("--pool", type=int, default=50, help="redis connections per process")
     parser.add_argument("--processes", type=int, default=4, help="processes sharing one budget")
     parser.add_argument("--burst", type=int, default=50, help="calls at once in each process")

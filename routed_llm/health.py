@@ -541,9 +541,18 @@ class HealthTracker:
             return True
         self._writes += 1  # A read already out must not give the trial this call took back to others.
         self._written[key] = self._writes
-        answer = await self._store.change_circuit(key, self._change("acquire", permit=permit))
-        if answer is None:
-            return True  # The store did not answer: this process's permit decides.
+        change = self._change("acquire", permit=permit)
+        try:
+            answer = await self._store.change_circuit(key, change)
+        except BaseException:  # Cancelled with the answer out: Redis may have granted the trial.
+            self.release(key, permit)
+            self._later(key, self._change("release", permit=permit))
+            raise
+        if answer is None:  # The store did not answer: this process's permit decides, and is shared late.
+            self._trials[key] = self._permit(permit)
+            self._missed.append((key, change, self._clock()))
+            del self._missed[:-_MISSED_KEPT]
+            return True
         reading, granted = answer
         if granted:
             self._trials[key] = self._permit(permit)
@@ -605,7 +614,11 @@ class HealthTracker:
                 0
             )  # Taken, so a concurrent read cannot make it twice.
             age = max(self._clock() - at, _LATE)
-            answer = await self._store.change_circuit(key, replace(change, age=age))
+            try:
+                answer = await self._store.change_circuit(key, replace(change, age=age))
+            except BaseException:  # Cancelled: made again later; if it was made, told late it is dropped.
+                self._missed.insert(0, missed)
+                raise
             if answer is None:
                 self._missed.insert(0, missed)
                 return False

@@ -237,9 +237,14 @@ class RateLimits:
         return int(self._clock() // WINDOW)
 
     def _count(self, key: str, window: int) -> _Count:
+        """``key``'s count of ``window``: a minute already over, told late, never replaces the current one."""
         count = self._counts.get(key)
-        if count is None or count.window != window:
+        if count is None or count.window < window:
             count = self._counts[key] = _Count(window)
+        elif count.window > window:
+            if window != self._window():
+                return _Count(window)  # Kept by nobody: the minute is over.
+            count = self._counts[key] = _Count(window)  # The clock went back.
         return count
 
     def _absorb(self, count: _Count, reading: BudgetReading) -> None:
@@ -273,10 +278,14 @@ class RateLimits:
                 owed_tokens=tokens,
                 reserve=reserve,
             )
-        reading = await self._store.change_budget(key, change)
+        reading = None
+        try:
+            reading = await self._store.change_budget(key, change)
+        finally:  # Cancelled too: what it carried is owed still, and sent again.
+            with self._lock:
+                count.sending_requests -= requests
+                count.sending_tokens -= tokens
         with self._lock:
-            count.sending_requests -= requests
-            count.sending_tokens -= tokens
             if reading is not None:
                 count.owed_requests -= requests
                 count.owed_tokens -= tokens

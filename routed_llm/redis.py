@@ -106,8 +106,9 @@ if trial ~= '' and now >= till then trial = '' end
 local function backoff()
   return math.min(cooldown * 2 ^ math.min(opens, 1000), max_cooldown)
 end
+-- A cooldown runs from when its failure happened: one told late has less of it left, or none.
 local function open(seconds)
-  state, failures, opens, length, till, trial = 'open', 0, opens + 1, seconds, now + seconds, ''
+  state, failures, opens, length, till, trial = 'open', 0, opens + 1, seconds, now - age + seconds, ''
 end
 local granted = 0
 if op == 'acquire' then
@@ -132,6 +133,7 @@ elseif op == 'fail' then
     if failures >= threshold then open(backoff()) end
   end
 end
+if state == 'open' and now >= till then state = 'half_open' end
 changed = now
 if state == 'closed' and failures == 0 then
   redis.call('DEL', key)
@@ -250,6 +252,44 @@ return {counts, replicas, bad}
 )
 
 
+# KEYS: the latency lists to add to, then those to read. ARGV: the window, the ttl in ms, the number
+# of lists to add to, then for each of them its number of samples and the samples. A list of another
+# type is replaced when added to and read as empty. Returns the lists read and the keys that held
+# something else.
+_SAMPLES_SCRIPT = (
+    _KIND
+    + """
+local window, ttl, added = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local bad, lists, at = {}, {}, 4
+for index = 1, added do
+  local key, count = KEYS[index], tonumber(ARGV[at])
+  local found = kind(key)
+  if found ~= 'list' and found ~= 'none' then
+    redis.call('DEL', key)
+    bad[#bad + 1] = key
+  end
+  for first = at + 1, at + count, 1000 do  -- In slices: unpack is bounded by Lua's stack.
+    redis.call('RPUSH', key, unpack(ARGV, first, math.min(first + 999, at + count)))
+  end
+  redis.call('LTRIM', key, -window, -1)
+  redis.call('PEXPIRE', key, ttl)
+  at = at + count + 1
+end
+for index = added + 1, #KEYS do
+  local key = KEYS[index]
+  local found = kind(key)
+  if found == 'list' then
+    lists[#lists + 1] = redis.call('LRANGE', key, -window, -1)
+  else
+    lists[#lists + 1] = {}
+    if found ~= 'none' then bad[#bad + 1] = key end
+  end
+end
+return {lists, bad}
+"""
+)
+
+
 class RedisStore:
     """Circuits and rate budgets shared through Redis (redis-py's ``redis.asyncio``).
 
@@ -312,6 +352,7 @@ class RedisStore:
         self._read_circuits_script = client.register_script(_READ_CIRCUITS_SCRIPT)
         self._budget_script = client.register_script(_BUDGET_SCRIPT)
         self._read_budgets_script = client.register_script(_READ_BUDGETS_SCRIPT)
+        self._samples_script = client.register_script(_SAMPLES_SCRIPT)
         self._replica = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._down = False
         self._retry_at = 0.0
@@ -427,23 +468,18 @@ class RedisStore:
     async def share_samples(
         self, new: Mapping[str, Sequence[float]], keys: Sequence[str], window: int
     ) -> Mapping[str, Sequence[float]] | None:
-        """Appends ``new`` to capped lists, reads ``keys``' lists, in one transaction; None if no answer."""
+        """Appends ``new`` to capped lists, reads ``keys``' lists, in one script; None if no answer."""
         added = {key: samples for key, samples in new.items() if samples}
 
         async def trip() -> Mapping[str, Sequence[float]]:
-            pipe = self._client.pipeline(transaction=True)
-            for key, samples in added.items():
-                pipe.rpush(self._samples_key(key), *(repr(float(sample)) for sample in samples))
-                pipe.ltrim(self._samples_key(key), -window, -1)
-                pipe.pexpire(self._samples_key(key), SAMPLES_TTL_MS)
-            for key in keys:
-                pipe.lrange(self._samples_key(key), -window, -1)
-            replies = await pipe.execute()
-            read = replies[3 * len(added) :]
-            return {
-                key: tuple(float(_text(sample)) for sample in reply)
-                for key, reply in zip(keys, read, strict=True)
-            }
+            args: list[str | int] = [window, SAMPLES_TTL_MS, len(added)]
+            for samples in added.values():
+                args += [len(samples), *(repr(float(sample)) for sample in samples)]
+            lists, bad = await self._samples_script(
+                keys=[self._samples_key(key) for key in (*added, *keys)], args=args
+            )
+            self._warn(bad)
+            return {key: self._samples(key, reply) for key, reply in zip(keys, lists, strict=True)}
 
         return await self._guard(trip)
 
@@ -461,6 +497,20 @@ class RedisStore:
         """Waits for the background writes started so far (for tests, benchmarks and shutdown)."""
         while self._background:
             await asyncio.gather(*self._background)
+
+    def _samples(self, key: str, reply: Sequence[object]) -> tuple[float, ...]:
+        """The numbers in ``key``'s latency list; an entry that is not one is skipped and warned about."""
+        samples = []
+        for item in reply:
+            try:
+                sample = float(_text(item))
+            except ValueError:
+                sample = math.nan
+            if math.isfinite(sample) and sample >= 0:
+                samples.append(sample)
+            else:
+                self._warn([self._samples_key(key)])
+        return tuple(samples)
 
     def _warn(self, keys: Sequence[object]) -> None:
         """Warns once per key about a record this store cannot read (written by something else)."""

@@ -60,7 +60,9 @@ class CircuitChange:
         wait: For ``"fail"``: seconds the error asked to wait; 0 if it did not say.
         age: Seconds since it happened: above 0 for a change the store missed
             and is told late. A late change is dropped if the record changed
-            after it happened: newer knowledge wins.
+            after it happened: newer knowledge wins. A cooldown it opens runs
+            from when it happened, so one already over leaves the circuit
+            half-open.
     """
 
     op: CircuitOp
