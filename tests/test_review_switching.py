@@ -1,0 +1,94 @@
+"""Adversarial review of issue 21: switching models inside a conversation.
+
+Real ADK runners, the real ``google.adk.models.Gemini`` client against the
+fake Gemini server (which checks thought signatures and refuses parts with
+no data, as Gemini does), under the google-genai transport named by
+ROUTED_LLM_GENAI_TRANSPORT.
+"""
+
+from __future__ import annotations
+
+import pytest
+from google.adk.agents import LlmAgent
+from google.genai import types
+
+from routed_llm import RoutedLlm
+from routed_llm.testing import ScriptedLlm
+from tests.conftest import collect, get_weather, in_order, make_request, run_agent, texts
+from tests.fake_servers import FakeGemini, Recorded, Text
+from tests.test_provider_gemini import gemini, genai_transport  # noqa: F401 - an autouse fixture.
+
+GEMINI_3 = "gemini-3-pro-preview"
+
+
+@pytest.fixture
+def server():
+    fake = FakeGemini().start()
+    yield fake
+    fake.stop()
+
+
+def sent_parts(request: Recorded) -> list[dict]:
+    return [part for content in request.body["contents"] for part in content.get("parts", [])]
+
+
+def weather_call() -> types.Part:
+    return types.Part(function_call=types.FunctionCall(name="get_weather", args={"city": "Paris"}))
+
+
+async def test_a_thinking_block_of_another_provider_is_not_sent_to_gemini_as_an_empty_part(server):
+    # Claude's redacted thinking: a thought whose only content is its signature.
+    redacted = types.Part(thought=True, thought_signature=b"claude redacted thinking")
+    claude = ScriptedLlm(
+        model="claude-sonnet-4",
+        script=[types.Content(role="model", parts=[redacted, weather_call()]), ConnectionError("down")],
+    )
+    server.script(GEMINI_3, Text("Sunny in Paris."))
+    routed = RoutedLlm(
+        models={"claude": claude, "gemini": gemini(server.url, GEMINI_3)},
+        router=in_order(["claude", "gemini"]),
+    )
+    agent = LlmAgent(name="assistant", model=routed, tools=[get_weather])
+
+    events, _ = await run_agent(agent, "Weather in Paris?")
+
+    assert texts(events)[-1] == "Sunny in Paris."
+    assert {"thought": True} not in sent_parts(server.calls_to(GEMINI_3)[0])
+
+
+async def test_a_signature_only_part_of_another_key_is_left_out_for_a_model_that_is_not_gemini():
+    # Gemini 3 streams its signature on a part of its own.
+    signature_only = types.Part(thought_signature=b"gemini signature")
+    a = ScriptedLlm(
+        model=GEMINI_3,
+        script=[types.Content(role="model", parts=[types.Part(text="Hello."), signature_only])],
+    )
+    other = ScriptedLlm(model="claude-sonnet-4", script=["Hello again."])
+    order = ["a"]
+    routed = RoutedLlm(models={"a": a, "other": other}, router=in_order(order))
+    first = await collect(routed.generate_content_async(make_request("Hi")))
+    order[:] = ["other"]
+    request = make_request("Hi")
+    request.contents += [first[0].content, types.Content(role="user", parts=[types.Part(text="Again")])]
+
+    await collect(routed.generate_content_async(request))
+
+    assert other.calls[0].contents[1].parts == [types.Part(text="Hello.")]
+
+
+async def test_a_model_turn_holding_only_another_keys_signature_is_left_out():
+    a = ScriptedLlm(
+        model=GEMINI_3,
+        script=[types.Content(role="model", parts=[types.Part(thought=True, thought_signature=b"sig-a")])],
+    )
+    other = ScriptedLlm(model="claude-sonnet-4", script=["Hello."])
+    order = ["a"]
+    routed = RoutedLlm(models={"a": a, "other": other}, router=in_order(order))
+    first = await collect(routed.generate_content_async(make_request("Hi")))
+    order[:] = ["other"]
+    request = make_request("Hi")
+    request.contents += [first[0].content, types.Content(role="user", parts=[types.Part(text="Again")])]
+
+    await collect(routed.generate_content_async(request))
+
+    assert [content.parts[0].text for content in other.calls[0].contents] == ["Hi", "Again"]
