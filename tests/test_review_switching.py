@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import pytest
 from google.adk.agents import LlmAgent
+from google.adk.tools import google_search
 from google.genai import types
+from google.genai.errors import ServerError
 
-from routed_llm import RoutedLlm
+from routed_llm import RoutedLlm, RoutingError
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, get_weather, in_order, make_request, run_agent, texts
-from tests.fake_servers import FakeGemini, Recorded, Text
+from tests.fake_servers import Error, FakeGemini, Recorded, Text
 from tests.test_provider_gemini import gemini, genai_transport  # noqa: F401 - an autouse fixture.
 
 GEMINI_3 = "gemini-3-pro-preview"
+FLASH = "gemini-2.5-flash"
 
 
 @pytest.fixture
@@ -92,3 +95,21 @@ async def test_a_model_turn_holding_only_another_keys_signature_is_left_out():
     await collect(routed.generate_content_async(request))
 
     assert [content.parts[0].text for content in other.calls[0].contents] == ["Hi", "Again"]
+
+
+async def test_a_failover_pick_that_cannot_serve_the_request_is_an_error_chained_to_the_models_failure(
+    server,
+):
+    server.script(FLASH, Error(503, "UNAVAILABLE"))
+    local = ScriptedLlm(model="local-model", script=["Never asked."])
+    routed = RoutedLlm(
+        models={"cloud": gemini(server.url, FLASH), "local": local}, router=in_order(["cloud", "local"])
+    )
+    agent = LlmAgent(name="assistant", model=routed, tools=[google_search])
+
+    with pytest.raises(RoutingError, match="google_search") as raised:
+        await run_agent(agent, "Look it up.")
+
+    assert isinstance(raised.value.__cause__, ServerError)
+    assert raised.value.__cause__.code == 503
+    assert local.calls == []
