@@ -42,10 +42,14 @@ class RoutedLlm(BaseLlm):
                 return "fallback"
             return None  # Out of options: the last error propagates.
 
+        one_attempt = types.HttpRetryOptions(attempts=1)  # no SDK retries: fail over at once
         agent = LlmAgent(
             name="assistant",
             model=RoutedLlm(
-                models={"primary": "gemini-2.5-flash", "fallback": "gemini-2.5-pro"},
+                models={
+                    "primary": Gemini(model="gemini-2.5-flash", retry_options=one_attempt),
+                    "fallback": Gemini(model="gemini-2.5-pro", retry_options=one_attempt),
+                },
                 router=router,
             ),
         )

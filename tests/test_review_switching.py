@@ -8,6 +8,11 @@ ROUTED_LLM_GENAI_TRANSPORT.
 
 from __future__ import annotations
 
+import ast
+import re
+import textwrap
+from pathlib import Path
+
 import pytest
 from google.adk.agents import LlmAgent
 from google.adk.tools import google_search
@@ -113,3 +118,62 @@ async def test_a_failover_pick_that_cannot_serve_the_request_is_an_error_chained
     assert isinstance(raised.value.__cause__, ServerError)
     assert raised.value.__cause__.code == 503
     assert local.calls == []
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def markdown_snippets() -> list[tuple[str, str]]:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [
+        (page.name, block)
+        for page in pages
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
+    ]
+
+
+def docstring_snippets() -> list[tuple[str, str]]:
+    """The ``::`` literal blocks of every docstring in the package."""
+    found = []
+    for path in sorted((ROOT / "routed_llm").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                docstring = ast.get_docstring(node) or ""
+                for block in re.findall(r"::\n\n((?:(?:    .*)?\n)+)", docstring + "\n"):
+                    found.append((path.name, textwrap.dedent(block)))
+    return found
+
+
+def slow_geminis(source: str) -> list[str]:
+    """The Gemini models a snippet builds with google-genai's default retries."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+        keywords = {keyword.arg for keyword in node.keywords}
+        if name == "Gemini" and not keywords & {"retry_options", "client", None}:
+            found.append(ast.unparse(node))
+        if name == "LlmClassifier":
+            continue  # Not failed over: bounded by its strategy's timeout= instead.
+        for argument in [*node.args, *(keyword.value for keyword in node.keywords if keyword.arg != "name")]:
+            values = argument.values if isinstance(argument, ast.Dict) else [argument]
+            if isinstance(argument, (ast.List, ast.Tuple)):
+                values = argument.elts
+            found += [
+                ast.unparse(node)
+                for value in values
+                if isinstance(value, ast.Constant)
+                and str(value.value).startswith("gemini-")
+                and name != "Gemini"
+            ]
+    return found
+
+
+def test_every_snippet_in_the_docs_and_docstrings_builds_gemini_with_one_attempt_so_it_fails_over_fast():
+    snippets = markdown_snippets() + docstring_snippets()
+
+    slow = {f"{where}: {call}" for where, source in snippets for call in slow_geminis(source)}
+
+    assert len(snippets) > 40
+    assert sorted(slow) == []
