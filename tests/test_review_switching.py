@@ -145,28 +145,26 @@ def docstring_snippets() -> list[tuple[str, str]]:
 
 
 def slow_geminis(source: str) -> list[str]:
-    """The Gemini models a snippet builds with google-genai's default retries."""
+    """The calls in a snippet that build a Gemini with google-genai's default retries."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Call):
             continue
         name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-        keywords = {keyword.arg for keyword in node.keywords}
-        if name == "Gemini" and not keywords & {"retry_options", "client", None}:
-            found.append(ast.unparse(node))
-        if name == "LlmClassifier":
-            continue  # Not failed over: bounded by its strategy's timeout= instead.
-        for argument in [*node.args, *(keyword.value for keyword in node.keywords if keyword.arg != "name")]:
-            values = argument.values if isinstance(argument, ast.Dict) else [argument]
-            if isinstance(argument, (ast.List, ast.Tuple)):
-                values = argument.elts
-            found += [
-                ast.unparse(node)
-                for value in values
-                if isinstance(value, ast.Constant)
-                and str(value.value).startswith("gemini-")
-                and name != "Gemini"
-            ]
+        if name == "Gemini":
+            if not {keyword.arg for keyword in node.keywords} & {"retry_options", "client", None}:
+                found.append(ast.unparse(node))
+        elif name != "LlmClassifier":  # Not failed over: its strategy's timeout= bounds it.
+            values = [*node.args, *(keyword.value for keyword in node.keywords if keyword.arg != "name")]
+            for argument in list(values):
+                if isinstance(argument, ast.Dict):
+                    values += argument.values
+                elif isinstance(argument, (ast.List, ast.Tuple)):
+                    values += argument.elts
+            if any(
+                isinstance(value, ast.Constant) and str(value.value).startswith("gemini-") for value in values
+            ):
+                found.append(ast.unparse(node))  # A model name: a Gemini with the default retries.
     return found
 
 
