@@ -16,13 +16,16 @@ request that carries:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
+from google.adk.utils.model_name_utils import _supports_builtin_tools_with_function_calling
 from google.genai import types
 
 from routed_llm.signatures import is_gemini
 
-__all__ = ["builtin_tools", "unserved_need"]
+__all__ = ["builtin_tools", "name_prefix", "unserved_need"]
 
 _NOT_BUILT_IN = frozenset({"function_declarations"})
 
@@ -41,6 +44,32 @@ def builtin_tools(llm_request: LlmRequest) -> list[str]:
                 if name not in _NOT_BUILT_IN and getattr(tool, name) is not None and name not in names
             ]
     return names
+
+
+def name_prefix(models: Iterable[BaseLlm]) -> str:
+    """The start of a routed model's default name, which ADK reads as a model name.
+
+    ADK puts the routed model's name on the request before its Gemini
+    built-in tools (``google_search``, ``url_context``, the built-in code
+    executor) look for a Gemini model name, and before its agent-transfer
+    step asks whether that model (Gemini 3 and later) takes built-in tools
+    beside function declarations, such as an agent with sub-agents sends.
+
+    Args:
+        models: The routed models.
+
+    Returns:
+        ``"gemini-3-routed"`` when every Gemini model among them takes
+        built-in tools beside function declarations, ``"gemini-routed"``
+        when some Gemini model does not, and ``"RoutedLlm"`` when none is a
+        Gemini model.
+    """
+    geminis = [model for model in models if is_gemini(model)]
+    if not geminis:
+        return "RoutedLlm"
+    if all(_supports_builtin_tools_with_function_calling(model.model) for model in geminis):
+        return "gemini-3-routed"
+    return "gemini-routed"
 
 
 def unserved_need(model: BaseLlm, llm_request: LlmRequest) -> str | None:

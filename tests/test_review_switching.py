@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 from google.adk.agents import LlmAgent
+from google.adk.models import Gemini
 from google.adk.tools import google_search
 from google.genai import types
 from google.genai.errors import ServerError
 
 from routed_llm import RoutedLlm, RoutingError
+from routed_llm.strategies import FallbackStrategy
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, get_weather, in_order, make_request, run_agent, texts
 from tests.fake_servers import Error, FakeGemini, Recorded, Text
@@ -175,3 +177,28 @@ def test_every_snippet_in_the_docs_and_docstrings_builds_gemini_with_one_attempt
 
     assert len(snippets) > 40
     assert sorted(slow) == []
+
+
+async def test_google_search_works_beside_sub_agents_when_every_key_is_a_gemini_3_model(server):
+    server.script(GEMINI_3, Text("Found it."))
+    routed = RoutedLlm(
+        models={"a": gemini(server.url, GEMINI_3), "b": gemini(server.url, "gemini-3-flash-preview")},
+        router=FallbackStrategy(["a", "b"]),
+    )
+    helper = LlmAgent(name="helper", model=ScriptedLlm(model="helper-model", script=["Never asked."]))
+    agent = LlmAgent(name="assistant", model=routed, tools=[google_search], sub_agents=[helper])
+
+    events, _ = await run_agent(agent, "Look it up.")
+
+    assert texts(events) == ["Found it."]
+    tools = [name for tool in server.calls_to(GEMINI_3)[0].body["tools"] for name in tool]
+    assert "googleSearch" in tools
+
+
+def test_a_gemini_key_before_3_keeps_the_name_adk_reads_as_unable_to_combine_search_and_functions():
+    routed = RoutedLlm(
+        models={"a": Gemini(model=GEMINI_3), "b": Gemini(model=FLASH), "local": ScriptedLlm(model="local")},
+        router=FallbackStrategy(["a", "b", "local"]),
+    )
+
+    assert routed.model.startswith("gemini-routed[")
