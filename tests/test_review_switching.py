@@ -21,7 +21,8 @@ from google.genai import types
 from google.genai.errors import ServerError
 
 from routed_llm import RoutedLlm, RoutingError
-from routed_llm.strategies import FallbackStrategy
+from routed_llm.ondevice import LlamaCppLlm
+from routed_llm.strategies import CLOUD, ON_DEVICE, FallbackStrategy, RoutingContext
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, get_weather, in_order, make_request, run_agent, texts
 from tests.fake_servers import Error, FakeGemini, Recorded, Text
@@ -202,3 +203,26 @@ def test_a_gemini_key_before_3_keeps_the_name_adk_reads_as_unable_to_combine_sea
     )
 
     assert routed.model.startswith("gemini-routed[")
+
+
+def test_the_context_window_check_estimates_a_long_conversation_only_until_the_window_is_reached(monkeypatch):
+    import routed_llm.strategies.text as text
+
+    estimated: list[str] = []
+    estimate = text._text_tokens
+
+    def counted(message: str) -> float:
+        estimated.append(message)
+        return estimate(message)
+
+    monkeypatch.setattr(text, "_text_tokens", counted)
+    turns = [f"Message {number}: " + "a fairly long line of conversation " * 30 for number in range(300)]
+    routed = RoutedLlm(
+        models={ON_DEVICE: LlamaCppLlm(n_ctx=1024), CLOUD: ScriptedLlm(model="cloud")},
+        router=FallbackStrategy([ON_DEVICE, CLOUD]),
+    )
+
+    reason = RoutingContext(make_request(*turns), routed.models).unavailable_reason(ON_DEVICE)
+
+    assert "context window" in reason
+    assert len(estimated) < 10
