@@ -11,7 +11,14 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from routed_llm.routing import route_notes
-from routed_llm.strategies.base import Decision, RoutingContext, Strategy, _require_key, decide
+from routed_llm.strategies.base import (
+    Decision,
+    RoutingContext,
+    Strategy,
+    _require_key,
+    _require_strategy,
+    decide,
+)
 
 
 @dataclass(frozen=True)
@@ -140,8 +147,7 @@ class StickyPerInvocation(Strategy):
     """
 
     def __init__(self, strategy: Strategy, *, max_invocations: int = 10_000) -> None:
-        if not isinstance(strategy, Strategy):
-            raise TypeError(f"StickyPerInvocation(strategy) takes a Strategy; got {type(strategy).__name__}.")
+        _require_strategy("StickyPerInvocation(strategy)", strategy)
         if isinstance(max_invocations, bool) or not isinstance(max_invocations, int) or max_invocations < 1:
             raise ValueError(
                 f"StickyPerInvocation(max_invocations=...) is a whole number >= 1; got {max_invocations!r}."
