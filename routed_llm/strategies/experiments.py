@@ -128,9 +128,10 @@ class StickyPerInvocation(Strategy):
     """Keeps one key for all the model calls of an invocation.
 
     An agent may call the model several times in one invocation (tool round
-    trips). Switching models mid-loop can break providers that need their own
-    state sent back (Gemini thought signatures, function-call ids). This
-    wrapper remembers the key its strategy chose at the invocation's first
+    trips). A switch mid-loop is safe for Gemini's thought signatures (each
+    attempt's request is made valid for its model), but the loop continues on
+    a model that did not plan it, and Gemini 3 gets the bypass value instead
+    of its own signatures. This wrapper remembers the key its strategy chose at the invocation's first
     model call and picks it again for the rest of that invocation. If that
     key fails, the wrapped strategy falls back as usual and the new key is
     remembered instead. Annotations made with the first pick (an A/B arm,
