@@ -22,6 +22,8 @@ Who issued a signature is read from the route records of the session's
 events when :class:`~routed_llm.RoutingPlugin` (or
 :func:`~routed_llm.capture_invocation`) captured them for this model call,
 and from the responses this process's :class:`~routed_llm.RoutedLlm` stamped.
+A record naming a routed key with another model than the key's own (one
+since replaced) names another issuer.
 """
 
 from __future__ import annotations
@@ -192,15 +194,23 @@ def _to_gemini(model: BaseLlm) -> bool:
 
 
 def _issuing_key(event: Event, models: Mapping[str, BaseLlm]) -> str | None:
-    """The routed key whose model made ``event``, by its route record (or a nested one)."""
+    """The routed key whose model made ``event``, by its route record (or a nested one).
+
+    A record naming a routed key but another model (the key's model before
+    an upgrade, say) names an issuer that is no routed key: the result then
+    is the record's ``"key (model)"``, foreign to every key.
+    """
     record: Any = (event.custom_metadata or {}).get(_METADATA_KEY)
+    earlier: str | None = None
     while isinstance(record, Mapping):
-        key = record.get("key")
+        key, name = record.get("key"), record.get("model")
         model = models.get(key) if isinstance(key, str) else None
-        if model is not None and record.get("model") == model.model:
+        if model is not None and name == model.model:
             return str(key)
+        if model is not None and isinstance(name, str):
+            earlier = f"{key} ({name})"
         record = record.get("inner")
-    return None
+    return earlier
 
 
 def _hidden_without_signature(part: types.Part) -> bool:

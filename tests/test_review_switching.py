@@ -20,13 +20,14 @@ from google.adk.tools import google_search
 from google.genai import types
 from google.genai.errors import ServerError
 
-from routed_llm import RoutedLlm, RoutingError
+from routed_llm import RoutedLlm, RoutingError, RoutingPlugin
 from routed_llm.ondevice import LlamaCppLlm
 from routed_llm.strategies import CLOUD, ON_DEVICE, FallbackStrategy, RoutingContext
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, get_weather, in_order, make_request, run_agent, texts
-from tests.fake_servers import Error, FakeGemini, Recorded, Text
+from tests.fake_servers import Error, FakeGemini, FunctionCall, Recorded, Text
 from tests.test_provider_gemini import gemini, genai_transport  # noqa: F401 - an autouse fixture.
+from tests.test_thought_signatures import all_signatures, run_turn
 
 GEMINI_3 = "gemini-3-pro-preview"
 FLASH = "gemini-2.5-flash"
@@ -226,3 +227,22 @@ def test_the_context_window_check_estimates_a_long_conversation_only_until_the_w
 
     assert "context window" in reason
     assert len(estimated) < 10
+
+
+async def test_a_key_whose_model_was_upgraded_between_processes_never_gets_the_old_models_signatures(
+    server, tmp_path
+):
+    db = tmp_path / "sessions.db"
+    upgrade = "gemini-3.1-pro-preview"
+    server.script(GEMINI_3, FunctionCall("get_weather", {"city": "Paris"}), Text("Sunny in Paris."))
+    server.script(upgrade, Text("Rome is sunny too."))
+    before = RoutedLlm(models={"primary": gemini(server.url, GEMINI_3)}, router=lambda *_: "primary")
+    session_id, _ = await run_turn(
+        db, before, "Weather in Paris?", session_id=None, plugins=[RoutingPlugin()]
+    )
+    after = RoutedLlm(models={"primary": gemini(server.url, upgrade)}, router=lambda *_: "primary")
+
+    _, answer = await run_turn(db, after, "And Rome?", session_id=session_id, plugins=[RoutingPlugin()])
+
+    assert answer[-1] == "Rome is sunny too."
+    assert all_signatures(server.calls_to(upgrade)[0]) == []
