@@ -27,7 +27,7 @@ from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, get_weather, in_order, make_request, run_agent, texts
 from tests.fake_servers import Error, FakeGemini, FunctionCall, Recorded, Text
 from tests.test_provider_gemini import gemini, genai_transport  # noqa: F401 - an autouse fixture.
-from tests.test_thought_signatures import all_signatures, run_turn
+from tests.test_thought_signatures import all_signatures, function_answer, run_turn
 
 GEMINI_3 = "gemini-3-pro-preview"
 FLASH = "gemini-2.5-flash"
@@ -246,3 +246,26 @@ async def test_a_key_whose_model_was_upgraded_between_processes_never_gets_the_o
 
     assert answer[-1] == "Rome is sunny too."
     assert all_signatures(server.calls_to(upgrade)[0]) == []
+
+
+async def test_without_the_plugin_a_routed_llm_forgets_all_but_its_most_recent_10000_signatures():
+    call = weather_call().model_copy(update={"thought_signature": b"oldest"})
+    many = [
+        types.Part(text=str(number), thought_signature=f"sig {number}".encode()) for number in range(10_000)
+    ]
+    a = ScriptedLlm(
+        model=GEMINI_3,
+        script=[types.Content(role="model", parts=[call]), types.Content(role="model", parts=many)],
+    )
+    b = ScriptedLlm(model=GEMINI_3, script=["Sunny."])
+    order = ["a"]
+    routed = RoutedLlm(models={"a": a, "b": b}, router=in_order(order))
+    first = await collect(routed.generate_content_async(make_request("Weather?")))
+    await collect(routed.generate_content_async(make_request("Count to 10,000.")))
+    order[:] = ["b"]
+    request = make_request("Weather?")
+    request.contents += [first[0].content, function_answer("get_weather")]
+
+    await collect(routed.generate_content_async(request))
+
+    assert b.calls[0].contents[1].parts[0].thought_signature == b"oldest"  # Of unknown issuer now.
