@@ -131,11 +131,11 @@ class StickyPerInvocation(Strategy):
     trips). A switch mid-loop is safe for Gemini's thought signatures (each
     attempt's request is made valid for its model), but the loop continues on
     a model that did not plan it, and Gemini 3 gets the bypass value instead
-    of its own signatures. This wrapper remembers the key its strategy chose at the invocation's first
-    model call and picks it again for the rest of that invocation. If that
-    key fails, the wrapped strategy falls back as usual and the new key is
-    remembered instead. Annotations made with the first pick (an A/B arm,
-    say) are recorded again with every later one.
+    of its own signatures. This wrapper remembers the key its strategy chose
+    at the invocation's first model call and picks it again for the rest of
+    that invocation. If that key fails, the wrapped strategy falls back as
+    usual and the new key is remembered instead. Annotations made with the
+    first pick (an A/B arm, say) are recorded again with every later one.
 
     Needs the invocation id, from a :class:`~routed_llm.RoutingPlugin`;
     without it every call is decided afresh.
