@@ -11,18 +11,23 @@ request that carries:
   ``capabilities.output_schema_and_tools`` is False;
 * an input over the model's context window, when the model declares one
   (a ``context_window`` attribute, as :class:`~routed_llm.LlamaCppLlm`
-  does), estimated with :func:`~routed_llm.strategies.estimate_tokens`.
+  does), estimated with :func:`~routed_llm.strategies.estimate_tokens`
+  (only until the estimate reaches the window).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 from google.adk.models.base_llm import BaseLlm
 from google.adk.models.llm_request import LlmRequest
+from google.adk.utils.model_name_utils import _supports_builtin_tools_with_function_calling
 from google.genai import types
 
 from routed_llm.signatures import is_gemini
 
-__all__ = ["builtin_tools", "unserved_need"]
+__all__ = ["builtin_tools", "name_prefix", "unserved_need"]
 
 _NOT_BUILT_IN = frozenset({"function_declarations"})
 
@@ -41,6 +46,32 @@ def builtin_tools(llm_request: LlmRequest) -> list[str]:
                 if name not in _NOT_BUILT_IN and getattr(tool, name) is not None and name not in names
             ]
     return names
+
+
+def name_prefix(models: Iterable[BaseLlm]) -> str:
+    """The start of a routed model's default name, which ADK reads as a model name.
+
+    ADK puts the routed model's name on the request before its Gemini
+    built-in tools (``google_search``, ``url_context``, the built-in code
+    executor) look for a Gemini model name, and before its agent-transfer
+    step asks whether that model (Gemini 3 and later) takes built-in tools
+    beside function declarations, such as an agent with sub-agents sends.
+
+    Args:
+        models: The routed models.
+
+    Returns:
+        ``"gemini-3-routed"`` when every Gemini model among them takes
+        built-in tools beside function declarations, ``"gemini-routed"``
+        when some Gemini model does not, and ``"RoutedLlm"`` when none is a
+        Gemini model.
+    """
+    geminis = [model for model in models if is_gemini(model)]
+    if not geminis:
+        return "RoutedLlm"
+    if all(_supports_builtin_tools_with_function_calling(model.model) for model in geminis):
+        return "gemini-3-routed"
+    return "gemini-routed"
 
 
 def unserved_need(model: BaseLlm, llm_request: LlmRequest) -> str | None:
@@ -71,12 +102,29 @@ def unserved_need(model: BaseLlm, llm_request: LlmRequest) -> str | None:
         return f"the request has an output schema with tools, which {model.model!r} cannot combine"
     window = getattr(model, "context_window", None)
     if isinstance(window, int) and not isinstance(window, bool):
-        from routed_llm.strategies.text import estimate_tokens
-
-        tokens = estimate_tokens(llm_request)
+        tokens = _tokens_reaching(llm_request, window)
         if tokens >= window:
             return (
-                f"the input is about {tokens} tokens, over the context window of {model.model!r} "
-                f"({window} tokens)"
+                f"the input is at least {tokens} tokens by estimate, over the context window of "
+                f"{model.model!r} ({window} tokens)"
             )
     return None
+
+
+def _tokens_reaching(llm_request: LlmRequest, window: int) -> int:
+    """The estimate of ``llm_request``'s tokens (``estimate_tokens``), counted until it reaches ``window``.
+
+    A long conversation over a small window is known to be over it after a
+    few messages: the rest is not estimated (the estimate costs about 0.3 ms
+    a message of 1,000 characters, on the event loop, every time a strategy
+    asks).
+    """
+    from routed_llm._text import message_texts
+    from routed_llm.strategies.text import TOKENS_PER_MESSAGE, _text_tokens
+
+    tokens = 0
+    for text in message_texts(llm_request):
+        tokens += TOKENS_PER_MESSAGE + math.ceil(_text_tokens(text))
+        if tokens >= window:
+            break
+    return tokens

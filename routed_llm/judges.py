@@ -5,7 +5,10 @@ async (see :data:`~routed_llm.routing.Judge`). :func:`min_confidence` is the
 one for "answer on the device, and escalate to the cloud when it is unsure"::
 
     llm = RoutedLlm(
-        models={"on_device": LlamaCppLlm(), "cloud": Gemini(model="gemini-2.5-flash")},
+        models={
+            "on_device": LlamaCppLlm(),
+            "cloud": Gemini(model="gemini-2.5-flash", retry_options=types.HttpRetryOptions(attempts=1)),
+        },
         router=FallbackStrategy(["on_device", "cloud"]),
         accept={"on_device": min_confidence(0.6)},
     )

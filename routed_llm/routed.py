@@ -17,6 +17,7 @@ from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
 from routed_llm import observability
+from routed_llm.capabilities import name_prefix
 from routed_llm.errors import NoResponse
 from routed_llm.health import HealthTracker
 from routed_llm.latency import LatencyTracker
@@ -24,7 +25,7 @@ from routed_llm.limits import RateLimits
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
 from routed_llm.observability import FailoverHook, RouteHook
 from routed_llm.routing import Judge, LlmRouter, RoutedCall, RouterSettings, check_callables, check_router
-from routed_llm.signatures import SignatureLedger, is_gemini
+from routed_llm.signatures import SignatureLedger
 from routed_llm.timeouts import check_seconds, per_key_seconds
 
 __all__ = ["RoutedLlm"]
@@ -42,10 +43,14 @@ class RoutedLlm(BaseLlm):
                 return "fallback"
             return None  # Out of options: the last error propagates.
 
+        one_attempt = types.HttpRetryOptions(attempts=1)  # no SDK retries: fail over at once
         agent = LlmAgent(
             name="assistant",
             model=RoutedLlm(
-                models={"primary": "gemini-2.5-flash", "fallback": "gemini-2.5-pro"},
+                models={
+                    "primary": Gemini(model="gemini-2.5-flash", retry_options=one_attempt),
+                    "fallback": Gemini(model="gemini-2.5-pro", retry_options=one_attempt),
+                },
                 router=router,
             ),
         )
@@ -66,12 +71,14 @@ class RoutedLlm(BaseLlm):
         router: Picks the key for each request; see
             :data:`~routed_llm.LlmRouter`. Sync or async.
         model: A display name. Defaults to ``RoutedLlm[key=model, ...]``, or
-            ``gemini-routed[key=model, ...]`` when any key is a Gemini model.
-            ADK puts it on the request before the call, where its Gemini
-            built-in tools (``google_search``, ``url_context``,
+            ``gemini-routed[key=model, ...]`` when any key is a Gemini model
+            (``gemini-3-routed[...]`` when every Gemini key is Gemini 3 or
+            later). ADK puts it on the request before the call, where its
+            Gemini built-in tools (``google_search``, ``url_context``,
             ``BuiltInCodeExecutor``) check for a Gemini model name: a name of
-            your own must begin ``gemini-`` for them. The delegate's own name
-            replaces it for each attempt.
+            your own must begin ``gemini-`` for them (``gemini-3-`` beside
+            sub-agents). The delegate's own name replaces it for each
+            attempt.
         on_route: Called, sync or async, with a
             :class:`~routed_llm.RouteEvent` before every attempt.
         on_failover: Called, sync or async, with a
@@ -382,16 +389,9 @@ class RoutedLlm(BaseLlm):
 
 
 def _default_name(models: Mapping[str, BaseLlm]) -> str:
-    """``RoutedLlm[key=model, ...]``, or ``gemini-routed[...]`` when a key is a Gemini model.
-
-    ADK's Gemini built-in tools (``google_search``, ``url_context``, the
-    built-in code executor) accept a request only if its model name is a
-    Gemini name, and ADK puts this name on the request before they look.
-    """
+    """``{name_prefix(models)}[key=model, ...]``: see :func:`~routed_llm.capabilities.name_prefix`."""
     display = ", ".join(f"{key}={llm.model}" for key, llm in models.items())
-    if any(is_gemini(llm) for llm in models.values()):
-        return f"gemini-routed[{display}]"
-    return f"RoutedLlm[{display}]"
+    return f"{name_prefix(models.values())}[{display}]"
 
 
 def _check_shared_keys(

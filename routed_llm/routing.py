@@ -407,7 +407,7 @@ class RoutedCall:
         Raises:
             RoutingError: If the request needs what the model lacks (see
                 :func:`~routed_llm.capabilities.unserved_need`); nothing
-                was sent.
+                was sent. Chained to the call's last model error, if any.
         """
         model: BaseLlm = self._models[key]
         need = unserved_need(model, self._subject)
@@ -418,7 +418,7 @@ class RoutedCall:
                 "RoutingContext(llm_request, models).unavailable_reason(key) before choosing.",
                 key=key,
                 available=tuple(self._models),
-            )
+            ) from next(reversed(self._errors.values()), None)
         self._subject.model = model.model
         return model
 

@@ -13,13 +13,17 @@ again):
 * going to a Gemini model, the first function call of each model step of
   the current turn gets :data:`BYPASS_SIGNATURE` if its signature is missing
   or another routed key issued it;
-* every other signature another routed key issued is dropped;
+* every other signature another routed key issued is dropped, and with it
+  a part that was sent only for that signature (a thought, or a part with
+  nothing else in it), as ADK would not have sent it unsigned;
 * a signature of unknown issuer is sent unchanged.
 
 Who issued a signature is read from the route records of the session's
 events when :class:`~routed_llm.RoutingPlugin` (or
 :func:`~routed_llm.capture_invocation`) captured them for this model call,
 and from the responses this process's :class:`~routed_llm.RoutedLlm` stamped.
+A record naming a routed key with another model than the key's own (one
+since replaced) names another issuer.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ The bytes whose base64 form, as the client sends it, is the literal text
 
 _METADATA_KEY = "routed_llm"  # routing.METADATA_KEY; routing imports this module.
 _MAX_REMEMBERED = 10_000
+_NOT_DATA = frozenset({"thought", "thought_signature", "part_metadata", "video_metadata", "media_resolution"})
 _session_events: ContextVar[Sequence[Event] | None] = ContextVar("routed_llm_session_events", default=None)
 
 
@@ -106,7 +111,9 @@ class SignatureLedger:
         """Rewrites ``llm_request``'s signatures, in place, for the model under ``key``.
 
         Parts are replaced by edited copies, never edited, so a part shared
-        with a session event is left as it was.
+        with a session event is left as it was. A part left with nothing to
+        send once a foreign signature is dropped is left out, and a content
+        left with no parts with it.
         """
         contents = llm_request.contents
         to_gemini = _to_gemini(models[key])
@@ -116,27 +123,38 @@ class SignatureLedger:
             return  # Nothing to do: the common case on every model but Gemini.
         issuers = self._issuers_of(contents, models)
         turn_start = _current_turn_start(contents)
+        emptied: list[int] = []
         for index, content in enumerate(contents):
             parts = content.parts
             if not parts:
                 continue
             first_call = _first_function_call(parts) if to_gemini and index >= turn_start else None
-            edited: list[types.Part] | None = None
+            edited: list[types.Part] = []
+            changed = False
             for position, part in enumerate(parts):
                 signature = part.thought_signature
                 issuer = issuers.get(_digest(signature)) if signature else None
                 foreign = issuer is not None and issuer != key
                 if position == first_call and (signature is None or foreign):
-                    replacement: bytes | None = BYPASS_SIGNATURE
+                    part = part.model_copy(update={"thought_signature": BYPASS_SIGNATURE})
                 elif foreign:
-                    replacement = None
+                    part = part.model_copy(update={"thought_signature": None})
+                    if _hidden_without_signature(part):
+                        changed = True
+                        continue
                 else:
+                    edited.append(part)
                     continue
-                if edited is None:
-                    edited = list(parts)
-                edited[position] = part.model_copy(update={"thought_signature": replacement})
-            if edited is not None:
+                changed = True
+                edited.append(part)
+            if not changed:
+                continue
+            if edited:
                 contents[index] = content.model_copy(update={"parts": edited})
+            else:
+                emptied.append(index)
+        for index in reversed(emptied):
+            del contents[index]
 
     def _issuers_of(
         self, contents: Iterable[types.Content], models: Mapping[str, BaseLlm]
@@ -176,15 +194,37 @@ def _to_gemini(model: BaseLlm) -> bool:
 
 
 def _issuing_key(event: Event, models: Mapping[str, BaseLlm]) -> str | None:
-    """The routed key whose model made ``event``, by its route record (or a nested one)."""
+    """The routed key whose model made ``event``, by its route record (or a nested one).
+
+    A record naming a routed key but another model (the key's model before
+    an upgrade, say) names an issuer that is no routed key: the result then
+    is the record's ``"key (model)"``, foreign to every key.
+    """
     record: Any = (event.custom_metadata or {}).get(_METADATA_KEY)
+    earlier: str | None = None
     while isinstance(record, Mapping):
-        key = record.get("key")
+        key, name = record.get("key"), record.get("model")
         model = models.get(key) if isinstance(key, str) else None
-        if model is not None and record.get("model") == model.model:
+        if model is not None and name == model.model:
             return str(key)
+        if model is not None and isinstance(name, str):
+            earlier = f"{key} ({name})"
         record = record.get("inner")
-    return None
+    return earlier
+
+
+def _hidden_without_signature(part: types.Part) -> bool:
+    """Whether ADK would not have sent ``part`` without a signature: a thought, or nothing left to send.
+
+    A bare signature, or Claude's redacted thinking, is sent only for its
+    signature; a part with no data is a 400 on Gemini and an error in ADK's
+    Claude adapter.
+    """
+    if part.function_call or part.function_response or part.tool_call or part.tool_response:
+        return False
+    return bool(part.thought) or not any(
+        getattr(part, name) for name in type(part).model_fields if name not in _NOT_DATA
+    )
 
 
 def _current_turn_start(contents: Sequence[types.Content]) -> int:

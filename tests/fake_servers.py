@@ -25,6 +25,8 @@ this server did not issue for the model, other than the bypass value
 in the current turn (after the last user message that is not only function
 responses), a model step whose first function call has no signature is a 400
 "Function call is missing a thought_signature in functionCall parts".
+A part with no data (only ``thought`` or a signature, say) is a 400 for any
+model, as on Gemini.
 
 Only the standard library is used, so the servers add no dependency.
 """
@@ -327,6 +329,9 @@ class FakeServer:
         raise NotImplementedError
 
 
+_NOT_DATA = frozenset({"thought", "thoughtSignature", "partMetadata", "videoMetadata", "mediaResolution"})
+"""A part's fields that are not its data: a part with none of the others is a 400, as on Gemini."""
+
 BYPASS_SIGNATURE = "skip_thought_signature_validator"
 """The signature Google documents for function calls a Gemini 3 model did not make (as sent)."""
 
@@ -348,9 +353,18 @@ class FakeGemini(FakeServer):
         return model.startswith("gemini-3")
 
     def refusal(self, model: str, body: dict[str, Any]) -> Error | None:
+        contents = body.get("contents") or []
+        for index, content in enumerate(contents):
+            for position, part in enumerate(content.get("parts") or []):
+                if not part.keys() - _NOT_DATA:
+                    return Error(
+                        400,
+                        "INVALID_ARGUMENT",
+                        f"* GenerateContentRequest.contents[{index}].parts[{position}].data: required "
+                        "oneof field 'data' must have one initialized field",
+                    )
         if not self.signs(model):
             return None
-        contents = body.get("contents") or []
         for index, content in enumerate(contents):
             for part in content.get("parts") or []:
                 signature = part.get("thoughtSignature")

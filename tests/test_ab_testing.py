@@ -74,7 +74,8 @@ async def test_requests_without_a_unit_id_go_to_the_default_arm():
     llm = RoutedLlm(models=[answering("flash"), answering("pro")], router=experiment(default_arm="pro"))
     agent = LlmAgent(name="assistant", model=llm)
 
-    _, stored = await run_agent(agent, "hi")  # No RoutingPlugin: no user id.
+    with pytest.warns(UserWarning, match="RoutingPlugin"):
+        _, stored = await run_agent(agent, "hi")  # No RoutingPlugin: no user id.
 
     route = stored[-1].custom_metadata["routed_llm"]
     assert (route["arm"], route["key"]) == ("pro", "pro")

@@ -56,8 +56,10 @@ def complexity(model: ScriptedLlm) -> ClassifierStrategy:
     return ClassifierStrategy(classifier(model), COMPLEXITY, {"simple": "small", "complex": "large"})
 
 
-async def ask(llm: RoutedLlm, *texts_: str) -> list:
-    return await collect(llm.generate_content_async(make_request(*texts_)))
+async def ask(llm: RoutedLlm, *texts_: str, invocation: InvocationInfo | None = None) -> list:
+    """Calls ``llm`` outside ADK, as part of ``invocation`` (None: of no invocation)."""
+    with invocation_scope(invocation):
+        return await collect(llm.generate_content_async(make_request(*texts_)))
 
 
 async def test_a_choice_routes_to_the_key_of_the_label_the_classifier_chose():
@@ -198,7 +200,7 @@ async def test_an_llm_agent_on_a_classifier_routed_model_is_served_by_the_chosen
     )
     agent = LlmAgent(name="assistant", model=llm, instruction="Answer briefly.")
 
-    events, _ = await run_agent(agent, "Plan a three-city rail trip.")
+    events, _ = await run_agent(agent, "Plan a three-city rail trip.", plugins=[RoutingPlugin()])
 
     [answer] = [event for event in events if event.content and event.content.parts]
     assert answer.content.parts[0].text == "large answer"
@@ -392,7 +394,9 @@ async def test_by_default_the_classifier_reads_the_system_instruction_turns_and_
 
 
 async def ask_request(llm: RoutedLlm, request: LlmRequest) -> list:
-    return await collect(llm.generate_content_async(request))
+    """Calls ``llm`` outside ADK, as part of no invocation."""
+    with invocation_scope(None):
+        return await collect(llm.generate_content_async(request))
 
 
 async def test_text_narrows_what_the_classifier_reads():
@@ -610,10 +614,11 @@ async def test_a_private_conversation_stays_private_after_the_classifier_failed_
     )
     invocation = InvocationInfo("app", "user", "session", "invocation-1", "assistant", {})
 
-    with invocation_scope(invocation):
-        await ask(llm, "My SSN is 123-45-6789.")  # Private.
-        await ask(llm, "Another branch of the invocation.")  # The classifier fails here.
-        [response] = await ask(llm, "My SSN is 123-45-6789.", "Noted.", "Fill in the form.")
+    await ask(llm, "My SSN is 123-45-6789.", invocation=invocation)  # Private.
+    await ask(llm, "Another branch of the invocation.", invocation=invocation)  # The classifier fails here.
+    [response] = await ask(
+        llm, "My SSN is 123-45-6789.", "Noted.", "Fill in the form.", invocation=invocation
+    )
 
     assert response.custom_metadata["routed_llm"]["key"] == ON_DEVICE
 

@@ -9,7 +9,14 @@ import pytest
 from google.adk.agents import LlmAgent
 
 from routed_llm import RoutedLlm, RoutingPlugin, invocation_scope
-from routed_llm.strategies import FallbackStrategy, FirstMatch, RoutingContext, Strategy, WithFallback
+from routed_llm.strategies import (
+    FallbackStrategy,
+    FirstMatch,
+    RoutingContext,
+    StickyPerInvocation,
+    Strategy,
+    WithFallback,
+)
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import make_request, make_runner, run_agent, texts
 
@@ -94,8 +101,9 @@ async def test_an_invocation_scope_of_none_reports_no_invocation_without_a_warni
     [
         (lambda: WithFallback(FallbackStrategy, fallback_order=["b"]), r"WithFallback\(strategy\)"),
         (lambda: FirstMatch([FallbackStrategy]), r"FirstMatch\(\[\.\.\.\]\)\[0\]"),
+        (lambda: StickyPerInvocation(FallbackStrategy), r"StickyPerInvocation\(strategy\)"),
     ],
-    ids=["WithFallback", "FirstMatch"],
+    ids=["WithFallback", "FirstMatch", "StickyPerInvocation"],
 )
 def test_a_strategy_class_given_instead_of_an_instance_is_named_with_the_fix(build, named):
     with pytest.raises(

@@ -15,6 +15,7 @@ from routed_llm import (
     RoutedLlm,
     fall_back_across_providers,
 )
+from routed_llm.invocation import invocation_scope
 from routed_llm.strategies import (
     ABTestStrategy,
     ConnectivityStrategy,
@@ -177,7 +178,8 @@ async def test_an_ab_arm_that_is_open_is_served_by_the_tail_and_still_recorded()
         health=health,
     )
 
-    [response] = await collect(llm.generate_content_async(make_request()))  # No user: the default arm.
+    with invocation_scope(None):  # Outside ADK, no user: the default arm.
+        [response] = await collect(llm.generate_content_async(make_request()))
 
     record = response.custom_metadata["routed_llm"]
     assert (record["key"], record["arm"]) == ("flash", "pro")

@@ -26,7 +26,14 @@ from google.adk.models.llm_request import LlmRequest
 from google.genai import types
 from pydantic import BaseModel
 
-from routed_llm import ClassifierStrategy, RoutedLlm, hybrid_model_on_device_cloud, is_transient, ondevice
+from routed_llm import (
+    ClassifierStrategy,
+    RoutedLlm,
+    RoutingPlugin,
+    hybrid_model_on_device_cloud,
+    is_transient,
+    ondevice,
+)
 from routed_llm.ondevice import LlamaCppLlm, OnDeviceModelError, OnDeviceRequestError, default_model_path
 from routed_llm.strategies import (
     CLOUD,
@@ -810,7 +817,7 @@ async def test_adks_llm_classifier_over_the_device_makes_the_routing_decision(de
     )
     agent = LlmAgent(name="assistant", model=routed)
 
-    events, _ = await run_agent(agent, "My social security number is 123-45-6789.")
+    events, _ = await run_agent(agent, "My social security number is 123-45-6789.", plugins=[RoutingPlugin()])
 
     [answer] = [event for event in events if event.content and event.content.parts]
     assert answer.custom_metadata["routed_llm"]["label"] in (True, False)

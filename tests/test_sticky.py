@@ -65,7 +65,8 @@ async def test_without_the_plugin_every_call_is_decided_afresh():
     llm = RoutedLlm(models=[a, b], router=StickyPerInvocation(alternating()))
     agent = LlmAgent(name="assistant", model=llm, tools=[get_weather])
 
-    await run_agent(agent, "weather?")
+    with pytest.warns(UserWarning, match="RoutingPlugin"):
+        await run_agent(agent, "weather?")
 
     assert (len(a.calls), len(b.calls)) == (1, 1)
 

@@ -6,8 +6,13 @@ After Genkit's ``genkit_hybrid``: a strategy looks at a
 every one of them is also a router, so any strategy can be passed as
 ``RoutedLlm(router=...)`` with any keys::
 
+    ONE_ATTEMPT = types.HttpRetryOptions(attempts=1)  # no SDK retries: fail over at once
+
     llm = RoutedLlm(
-        models={"flash": "gemini-2.5-flash", "pro": "gemini-2.5-pro"},
+        models={
+            "flash": Gemini(model="gemini-2.5-flash", retry_options=ONE_ATTEMPT),
+            "pro": Gemini(model="gemini-2.5-pro", retry_options=ONE_ATTEMPT),
+        },
         router=FallbackStrategy(["flash", "pro"]),
     )
 

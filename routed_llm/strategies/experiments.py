@@ -11,7 +11,14 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from routed_llm.routing import route_notes
-from routed_llm.strategies.base import Decision, RoutingContext, Strategy, _require_key, decide
+from routed_llm.strategies.base import (
+    Decision,
+    RoutingContext,
+    Strategy,
+    _require_key,
+    _require_strategy,
+    decide,
+)
 
 
 @dataclass(frozen=True)
@@ -121,13 +128,14 @@ class StickyPerInvocation(Strategy):
     """Keeps one key for all the model calls of an invocation.
 
     An agent may call the model several times in one invocation (tool round
-    trips). Switching models mid-loop can break providers that need their own
-    state sent back (Gemini thought signatures, function-call ids). This
-    wrapper remembers the key its strategy chose at the invocation's first
-    model call and picks it again for the rest of that invocation. If that
-    key fails, the wrapped strategy falls back as usual and the new key is
-    remembered instead. Annotations made with the first pick (an A/B arm,
-    say) are recorded again with every later one.
+    trips). A switch mid-loop is safe for Gemini's thought signatures (each
+    attempt's request is made valid for its model), but the loop continues on
+    a model that did not plan it, and Gemini 3 gets the bypass value instead
+    of its own signatures. This wrapper remembers the key its strategy chose
+    at the invocation's first model call and picks it again for the rest of
+    that invocation. If that key fails, the wrapped strategy falls back as
+    usual and the new key is remembered instead. Annotations made with the
+    first pick (an A/B arm, say) are recorded again with every later one.
 
     Needs the invocation id, from a :class:`~routed_llm.RoutingPlugin`;
     without it every call is decided afresh.
@@ -140,8 +148,7 @@ class StickyPerInvocation(Strategy):
     """
 
     def __init__(self, strategy: Strategy, *, max_invocations: int = 10_000) -> None:
-        if not isinstance(strategy, Strategy):
-            raise TypeError(f"StickyPerInvocation(strategy) takes a Strategy; got {type(strategy).__name__}.")
+        _require_strategy("StickyPerInvocation(strategy)", strategy)
         if isinstance(max_invocations, bool) or not isinstance(max_invocations, int) or max_invocations < 1:
             raise ValueError(
                 f"StickyPerInvocation(max_invocations=...) is a whole number >= 1; got {max_invocations!r}."

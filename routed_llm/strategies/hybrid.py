@@ -197,7 +197,7 @@ def hybrid_model_on_device_cloud(
 
         smart = hybrid_model_on_device_cloud(
             on_device=on_device_model,
-            cloud=Gemini(model="gemini-2.5-flash"),
+            cloud=Gemini(model="gemini-2.5-flash", retry_options=types.HttpRetryOptions(attempts=1)),
             strategy=FallbackStrategy(PREFER_ON_DEVICE),
         )
 
