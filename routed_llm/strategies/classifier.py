@@ -91,8 +91,8 @@ class ClassifierStrategy(Strategy):
     ``private`` label for it wins; with no ``private`` labels, the answer
     stands for the rest of the invocation.
 
-    With the default ``text``, a request holding media or a file (which no
-    text can show the classifier) is not classified: it goes to the key of
+    With the default ``text``, a request holding media or a file, a tool's
+    result included (which no text can show the classifier), is not classified: it goes to the key of
     the ``private`` labels, confined, when they share one, and otherwise
     the strategy makes no decision.
 
@@ -292,12 +292,14 @@ class ClassifierStrategy(Strategy):
 
 
 def _unreadable(ctx: RoutingContext) -> bool:
-    """Whether the request holds a part no text can show: media, or a file."""
-    return any(
-        part.inline_data is not None or part.file_data is not None
-        for content in ctx.contents
-        for part in content.parts or ()
-    )
+    """Whether the request holds a part no text can show: media, or a file, a tool's result included."""
+    for content in ctx.contents:
+        for part in content.parts or ():
+            response = part.function_response
+            media = [part, *(response.parts or ())] if response is not None else [part]
+            if any(item.inline_data is not None or item.file_data is not None for item in media):
+                return True
+    return False
 
 
 def _check_labels(name: str, given: Collection[object], labels: frozenset[_Label]) -> None:
