@@ -92,9 +92,9 @@ class ClassifierStrategy(Strategy):
     stands for the rest of the invocation.
 
     With the default ``text``, a request holding media or a file, a tool's
-    result included (which no text can show the classifier), is not classified: it goes to the key of
-    the ``private`` labels, confined, when they share one, and otherwise
-    the strategy makes no decision.
+    result included (which no text can show the classifier), is not
+    classified: it goes to the key of the ``private`` labels, confined,
+    when they share one, and otherwise the strategy makes no decision.
 
     If the classifier fails (raises, runs past ``timeout``, or answers
     something the question does not allow), the failure is logged once and
