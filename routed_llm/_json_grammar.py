@@ -10,6 +10,7 @@ the schema.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -113,7 +114,7 @@ def grammar_text(schema: Mapping[str, Any]) -> str:
     """
     from llama_cpp import llama_grammar
 
-    schema = dict(schema)
+    schema = copy.deepcopy(dict(schema))  # llama.cpp's converter rewrites each '$ref' in place.
     _check(schema, "", schema)
     if not schema:
         return str(llama_grammar.JSON_GBNF)

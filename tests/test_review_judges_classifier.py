@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import json
+
+import pytest
 from google.adk.agents import LlmAgent
 from google.adk.models.llm_request import LlmRequest
 from google.genai import types
+from pydantic import BaseModel, Field
 
 from routed_llm import hybrid_model_on_device_cloud
+from routed_llm.ondevice import LlamaCppLlm
 from routed_llm.strategies import CLOUD, ON_DEVICE, WithFallback
 from routed_llm.testing import ScriptedLlm
+from tests.conftest import collect, make_runner
 from tests.test_classifier_strategy import pii_detector, privacy_gate, run_with_plugin
 
 SCAN = b"\x89PNG\r\n\x1a\n scanned passport"
@@ -54,3 +61,72 @@ async def test_an_image_a_tool_returns_goes_where_private_requests_go_never_to_t
 
     assert [carries_the_scan(call) for call in cloud.calls] == [False]
     assert [carries_the_scan(call) for call in device.calls] == [True]
+
+
+# Structured output on the device: schemas pydantic writes for ordinary models.
+
+
+class Located(BaseModel):
+    """A place and its coordinates: pydantic writes a tuple as prefixItems with minItems and maxItems."""
+
+    name: str
+    coordinates: tuple[float, float]
+
+
+class Section(BaseModel):
+    """A tree: pydantic writes a recursive model as a '$ref' at the root, into '$defs'."""
+
+    title: str
+    subsections: list[Section] = Field(max_length=1)
+
+
+@pytest.fixture(scope="module")
+def device() -> LlamaCppLlm:
+    return LlamaCppLlm(n_ctx=512)
+
+
+def asked_for(schema: type[BaseModel], question: str) -> LlmRequest:
+    asked = LlmRequest(
+        model="smollm2-135m-instruct",
+        contents=[types.Content(role="user", parts=[types.Part(text=question)])],
+        config=types.GenerateContentConfig(temperature=0.0, max_output_tokens=64),
+    )
+    asked.set_output_schema(schema)
+    return asked
+
+
+CITY = {
+    "$defs": {"City": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}},
+    "type": "object",
+    "properties": {"city": {"$ref": "#/$defs/City"}},
+    "required": ["city"],
+}
+
+
+async def test_an_agents_json_schema_with_refs_holds_every_turn_on_the_device_and_is_left_as_given(device):
+    schema = copy.deepcopy(CITY)
+    agent = LlmAgent(
+        name="geographer",
+        model=device,
+        instruction="Answer in JSON.",
+        generate_content_config=types.GenerateContentConfig(
+            temperature=0.0,
+            max_output_tokens=32,
+            response_mime_type="application/json",
+            response_json_schema=schema,
+        ),
+    )
+    runner = make_runner(agent)
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+
+    answers = []
+    for question in ("Name a city in France.", "Name a city in Japan."):
+        message = types.Content(role="user", parts=[types.Part(text=question)])
+        events = [
+            event
+            async for event in runner.run_async(user_id="user", session_id=session.id, new_message=message)
+        ]
+        answers.append(json.loads(events[-1].content.parts[0].text))
+
+    assert [sorted(answer) for answer in answers] == [["city"], ["city"]]
+    assert schema == CITY
