@@ -73,11 +73,11 @@ class Located(BaseModel):
     coordinates: tuple[float, float]
 
 
-class Section(BaseModel):
+class Topic(BaseModel):
     """A tree: pydantic writes a recursive model as a '$ref' at the root, into '$defs'."""
 
-    title: str
-    subsections: list[Section] = Field(max_length=1)
+    name: str = Field(max_length=12)
+    subtopics: list[Topic] = []
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,18 @@ def asked_for(schema: type[BaseModel], question: str) -> LlmRequest:
     )
     asked.set_output_schema(schema)
     return asked
+
+
+@pytest.mark.parametrize(
+    ("schema", "question"),
+    [(Located, "Where is Paris?"), (Topic, "Name one topic.")],
+    ids=["tuple", "recursive"],
+)
+async def test_a_tuple_or_a_recursive_model_holds_the_device_answer_to_valid_json(device, schema, question):
+    [response] = await collect(device.generate_content_async(asked_for(schema, question)))
+
+    assert response.finish_reason == types.FinishReason.STOP
+    assert schema.model_validate_json(response.content.parts[0].text)
 
 
 CITY = {
