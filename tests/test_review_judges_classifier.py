@@ -7,15 +7,18 @@ import json
 
 import pytest
 from google.adk.agents import LlmAgent
+from google.adk.models import Gemini
 from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 from pydantic import BaseModel, Field
 
-from routed_llm import hybrid_model_on_device_cloud
+from routed_llm import HealthTracker, RoutedLlm, hybrid_model_on_device_cloud
 from routed_llm.ondevice import LlamaCppLlm
-from routed_llm.strategies import CLOUD, ON_DEVICE, WithFallback
+from routed_llm.strategies import CLOUD, ON_DEVICE, FallbackStrategy, WithFallback
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import collect, make_runner
+from tests.conftest import collect, make_request, make_runner, texts
+from tests.fake_servers import FakeGemini, Finish
 from tests.test_classifier_strategy import pii_detector, privacy_gate, run_with_plugin
 
 SCAN = b"\x89PNG\r\n\x1a\n scanned passport"
@@ -142,3 +145,55 @@ async def test_an_agents_json_schema_with_refs_holds_every_turn_on_the_device_an
 
     assert [sorted(answer) for answer in answers] == [["city"], ["city"]]
     assert schema == CITY
+
+
+# An answer with nothing in it, from the real Gemini client.
+
+
+@pytest.fixture
+def gemini_server(monkeypatch):
+    monkeypatch.setenv("GOOGLE_API_KEY", "test-key")
+    fake = FakeGemini().start()
+    yield fake
+    fake.stop()
+
+
+def unsure_device_then_gemini(server: FakeGemini, **options) -> RoutedLlm:
+    guess = LlmResponse(content=types.Content(role="model", parts=[types.Part(text="a guess")]))
+    return RoutedLlm(
+        models={
+            "device": ScriptedLlm(model="device", script=[guess]),
+            "cloud": Gemini(
+                model="gemini-cloud", base_url=server.url, retry_options=types.HttpRetryOptions(attempts=1)
+            ),
+        },
+        router=FallbackStrategy(["device", "cloud"]),
+        accept={"device": lambda key, response: "unsure"},
+        **options,
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "sse"])
+async def test_an_unsure_answer_is_output_rather_than_a_cloud_answer_with_nothing_in_it(
+    gemini_server, stream
+):
+    gemini_server.script("gemini-cloud", Finish("STOP"))  # HTTP 200, finishReason STOP, no content.
+    llm = unsure_device_then_gemini(gemini_server)
+
+    responses = await collect(llm.generate_content_async(make_request("hi"), stream=stream))
+
+    assert texts(responses) == ["a guess"]
+    assert responses[-1].custom_metadata["routed_llm"]["errors"] == {
+        "device": "ResponseRejected",
+        "cloud": "ResponseRejected",
+    }
+
+
+async def test_an_answer_with_nothing_in_it_counts_against_the_key_never_as_a_success(gemini_server):
+    gemini_server.script("gemini-cloud", Finish("STOP"))
+    health = HealthTracker(failure_threshold=1, cooldown=30.0, clock=lambda: 0.0)
+    llm = unsure_device_then_gemini(gemini_server, health=health)
+
+    await collect(llm.generate_content_async(make_request("hi")))
+
+    assert not health.is_available("cloud")
