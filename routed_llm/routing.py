@@ -528,8 +528,9 @@ class RoutedCall:
     ) -> list[LlmResponse]:
         """Holds back the rest of an answer to be judged before any of it is output.
 
-        Called when :attr:`holding` says so: for a judged key's answer, or
-        an error response. Any other answer streams as it arrives. Holding
+        Called when :attr:`holding` says so: for a judged key's answer, an
+        error response, or an answer whose first response carries nothing
+        (rejected if none of it does). Any other answer streams as it arrives. Holding
         and judging count against the call's deadline: when it runs out,
         the held stream is closed and the judge cancelled.
 
@@ -542,8 +543,8 @@ class RoutedCall:
             Every response of the accepted answer, in order.
 
         Raises:
-            ResponseRejected: The answer is an error response, or the key's
-                judge rejected it; the held output is kept for
+            ResponseRejected: The answer is an error response or carries
+                nothing, or the key's judge rejected it; the held output is kept for
                 :meth:`rejected_output`.
             DeadlineExceeded: The call's deadline ran out while the answer
                 was held or judged.
