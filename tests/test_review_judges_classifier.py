@@ -13,9 +13,9 @@ from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 from pydantic import BaseModel, Field
 
-from routed_llm import HealthTracker, RoutedLlm, hybrid_model_on_device_cloud
+from routed_llm import HealthTracker, RoutedAgent, RoutedLlm, hybrid_model_on_device_cloud
 from routed_llm.ondevice import LlamaCppLlm
-from routed_llm.strategies import CLOUD, ON_DEVICE, FallbackStrategy, WithFallback
+from routed_llm.strategies import CLOUD, ON_DEVICE, FallbackStrategy, WithFallback, request_text
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, make_request, make_runner, texts
 from tests.fake_servers import FakeGemini, Finish
@@ -197,3 +197,36 @@ async def test_an_answer_with_nothing_in_it_counts_against_the_key_never_as_a_su
     await collect(llm.generate_content_async(make_request("hi")))
 
     assert not health.is_available("cloud")
+
+
+# A privacy gate between agents reads the conversation the agent will be given.
+
+
+def answers_with(name: str) -> ScriptedLlm:
+    return ScriptedLlm(model=f"{name}-model", script=lambda request: f"{name} answer")
+
+
+def shows_a_social_security_number(request: LlmRequest) -> bool:
+    return "123-45-6789" in request_text(request)
+
+
+async def test_a_private_earlier_turn_keeps_the_next_invocation_between_agents_off_the_cloud():
+    device_model, cloud_model = answers_with(ON_DEVICE), answers_with(CLOUD)
+    root = RoutedAgent(
+        name="assistant",
+        agents={
+            ON_DEVICE: LlmAgent(name="device_agent", model=device_model),
+            CLOUD: LlmAgent(name="cloud_agent", model=cloud_model),
+        },
+        router=WithFallback(privacy_gate(pii_detector()), fallback_order=[CLOUD, ON_DEVICE]),
+    )
+    runner = make_runner(root)
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+
+    for question in ("My SSN is 123-45-6789; keep it handy.", "What is the capital of France?"):
+        message = types.Content(role="user", parts=[types.Part(text=question)])
+        async for _ in runner.run_async(user_id="user", session_id=session.id, new_message=message):
+            pass
+
+    assert [shows_a_social_security_number(call) for call in cloud_model.calls] == []
+    assert [shows_a_social_security_number(call) for call in device_model.calls] == [True, True]
