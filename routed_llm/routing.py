@@ -1110,7 +1110,9 @@ def _shows(response: LlmResponse) -> bool:
     if response.error_code is not None:
         return True
     return any(
-        part.text or part.model_dump(exclude_none=True, exclude=_EMPTY_PART_FIELDS)
+        part.text
+        or part.function_call is not None  # The common cases first: this runs on every call.
+        or part.model_dump(exclude_none=True, exclude=_EMPTY_PART_FIELDS)
         for part in (response.content.parts or () if response.content else ())
     )
 
