@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from routed_llm import HealthTracker, RoutedAgent, RoutedLlm, hybrid_model_on_device_cloud
 from routed_llm.ondevice import LlamaCppLlm
 from routed_llm.strategies import CLOUD, ON_DEVICE, FallbackStrategy, WithFallback, request_text
-from routed_llm.testing import ScriptedLlm
+from routed_llm.testing import ScriptedLlm, Stream
 from tests.conftest import collect, make_request, make_runner, texts
 from tests.fake_servers import FakeGemini, Finish
 from tests.test_classifier_strategy import pii_detector, privacy_gate, run_with_plugin
@@ -230,3 +230,38 @@ async def test_a_private_earlier_turn_keeps_the_next_invocation_between_agents_o
 
     assert [shows_a_social_security_number(call) for call in cloud_model.calls] == []
     assert [shows_a_social_security_number(call) for call in device_model.calls] == [True, True]
+
+
+async def test_an_answer_with_nothing_in_it_is_output_marked_rejected_when_no_other_model_serves(
+    gemini_server,
+):
+    gemini_server.script("gemini-cloud", Finish("STOP"))
+    llm = RoutedLlm(
+        models={
+            "cloud": Gemini(
+                model="gemini-cloud",
+                base_url=gemini_server.url,
+                retry_options=types.HttpRetryOptions(attempts=1),
+            )
+        },
+        router=FallbackStrategy(["cloud"]),
+    )
+
+    [response] = await collect(llm.generate_content_async(make_request("hi")))
+
+    assert response.content is None
+    assert (
+        response.custom_metadata["routed_llm"]["rejected"] == "the model answered with nothing in its answer"
+    )
+
+
+async def test_an_answer_that_begins_with_nothing_is_output_whole_once_it_ends():
+    llm = RoutedLlm(
+        models={"cloud": ScriptedLlm(model="cloud", script=[Stream(["", "hello"])])},
+        router=FallbackStrategy(["cloud"]),
+    )
+
+    responses = await collect(llm.generate_content_async(make_request("hi"), stream=True))
+
+    assert texts(responses) == ["", "hello", "hello"]
+    assert {response.custom_metadata["routed_llm"]["key"] for response in responses} == {"cloud"}
