@@ -20,6 +20,7 @@ from routed_llm.testing import ScriptedLlm, Stream
 from tests.conftest import collect, make_request, make_runner, texts
 from tests.fake_servers import FakeGemini, Finish
 from tests.test_classifier_strategy import pii_detector, privacy_gate, run_with_plugin
+from tests.test_provider_gemini import genai_transport  # noqa: F401  (autouse: the transport under test)
 
 SCAN = b"\x89PNG\r\n\x1a\n scanned passport"
 
@@ -64,6 +65,39 @@ async def test_an_image_a_tool_returns_goes_where_private_requests_go_never_to_t
 
     assert [carries_the_scan(call) for call in cloud.calls] == [False]
     assert [carries_the_scan(call) for call in device.calls] == [True]
+
+
+# A privacy gate between agents reads the conversation the agent will be given.
+
+
+def answers_with(name: str) -> ScriptedLlm:
+    return ScriptedLlm(model=f"{name}-model", script=lambda request: f"{name} answer")
+
+
+def shows_a_social_security_number(request: LlmRequest) -> bool:
+    return "123-45-6789" in request_text(request)
+
+
+async def test_a_private_earlier_turn_keeps_the_next_invocation_between_agents_off_the_cloud():
+    device_model, cloud_model = answers_with(ON_DEVICE), answers_with(CLOUD)
+    root = RoutedAgent(
+        name="assistant",
+        agents={
+            ON_DEVICE: LlmAgent(name="device_agent", model=device_model),
+            CLOUD: LlmAgent(name="cloud_agent", model=cloud_model),
+        },
+        router=WithFallback(privacy_gate(pii_detector()), fallback_order=[CLOUD, ON_DEVICE]),
+    )
+    runner = make_runner(root)
+    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
+
+    for question in ("My SSN is 123-45-6789; keep it handy.", "What is the capital of France?"):
+        message = types.Content(role="user", parts=[types.Part(text=question)])
+        async for _ in runner.run_async(user_id="user", session_id=session.id, new_message=message):
+            pass
+
+    assert [shows_a_social_security_number(call) for call in cloud_model.calls] == []
+    assert [shows_a_social_security_number(call) for call in device_model.calls] == [True, True]
 
 
 # Structured output on the device: schemas pydantic writes for ordinary models.
@@ -151,8 +185,7 @@ async def test_an_agents_json_schema_with_refs_holds_every_turn_on_the_device_an
 
 
 @pytest.fixture
-def gemini_server(monkeypatch):
-    monkeypatch.setenv("GOOGLE_API_KEY", "test-key")
+def gemini_server():
     fake = FakeGemini().start()
     yield fake
     fake.stop()
@@ -197,39 +230,6 @@ async def test_an_answer_with_nothing_in_it_counts_against_the_key_never_as_a_su
     await collect(llm.generate_content_async(make_request("hi")))
 
     assert not health.is_available("cloud")
-
-
-# A privacy gate between agents reads the conversation the agent will be given.
-
-
-def answers_with(name: str) -> ScriptedLlm:
-    return ScriptedLlm(model=f"{name}-model", script=lambda request: f"{name} answer")
-
-
-def shows_a_social_security_number(request: LlmRequest) -> bool:
-    return "123-45-6789" in request_text(request)
-
-
-async def test_a_private_earlier_turn_keeps_the_next_invocation_between_agents_off_the_cloud():
-    device_model, cloud_model = answers_with(ON_DEVICE), answers_with(CLOUD)
-    root = RoutedAgent(
-        name="assistant",
-        agents={
-            ON_DEVICE: LlmAgent(name="device_agent", model=device_model),
-            CLOUD: LlmAgent(name="cloud_agent", model=cloud_model),
-        },
-        router=WithFallback(privacy_gate(pii_detector()), fallback_order=[CLOUD, ON_DEVICE]),
-    )
-    runner = make_runner(root)
-    session = await runner.session_service.create_session(app_name="test_app", user_id="user")
-
-    for question in ("My SSN is 123-45-6789; keep it handy.", "What is the capital of France?"):
-        message = types.Content(role="user", parts=[types.Part(text=question)])
-        async for _ in runner.run_async(user_id="user", session_id=session.id, new_message=message):
-            pass
-
-    assert [shows_a_social_security_number(call) for call in cloud_model.calls] == []
-    assert [shows_a_social_security_number(call) for call in device_model.calls] == [True, True]
 
 
 async def test_an_answer_with_nothing_in_it_is_output_marked_rejected_when_no_other_model_serves(
