@@ -10,6 +10,7 @@ the schema.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -113,10 +114,15 @@ def grammar_text(schema: Mapping[str, Any]) -> str:
     """
     from llama_cpp import llama_grammar
 
-    schema = dict(schema)
+    schema = copy.deepcopy(dict(schema))  # llama.cpp's converter rewrites each '$ref' in place.
     _check(schema, "", schema)
     if not schema:
         return str(llama_grammar.JSON_GBNF)
+    if "$ref" in schema:
+        # llama.cpp resolves only the '$ref's it reaches outside a '$ref': one at the root would
+        # leave those in '$defs' (a recursive model's) unresolved. The same schema, as one choice:
+        definitions = {name: value for name, value in schema.items() if name in ("$defs", "definitions")}
+        schema = {**definitions, "anyOf": [{"$ref": schema["$ref"]}]}
     converter = _converter_class(llama_grammar)(
         prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
     )
@@ -244,6 +250,8 @@ def _check_object(schema: Mapping[str, Any], path: str, root: Mapping[str, Any])
 def _check_array(schema: Mapping[str, Any], keys: set[str], path: str, root: Mapping[str, Any]) -> None:
     counts = keys & {"minItems", "maxItems"}
     if "prefixItems" in keys:
+        # A tuple's length is its prefixItems' (pydantic writes it as both bounds too).
+        counts = {name for name in counts if schema[name] != len(schema["prefixItems"])}
         if "items" in keys or counts:
             construct = "'items'" if "items" in keys else f"'{sorted(counts)[0]}'"
             raise UnsupportedSchema(

@@ -509,7 +509,9 @@ class RoutedCall:
             return None
         # A judged answer or an error response (or error event) is held, and gets its verdict then.
         self._holding = response is not None and (
-            key in self._settings.accept or (response.error_code is not None and is_error_response(response))
+            key in self._settings.accept
+            or (response.error_code is not None and is_error_response(response))
+            or (self._settings.label == "model" and not _shows(response))
         )
         if not self._holding:
             self._served = True
@@ -526,8 +528,9 @@ class RoutedCall:
     ) -> list[LlmResponse]:
         """Holds back the rest of an answer to be judged before any of it is output.
 
-        Called when :attr:`holding` says so: for a judged key's answer, or
-        an error response. Any other answer streams as it arrives. Holding
+        Called when :attr:`holding` says so: for a judged key's answer, an
+        error response, or an answer whose first response carries nothing
+        (rejected if none of it does). Any other answer streams as it arrives. Holding
         and judging count against the call's deadline: when it runs out,
         the held stream is closed and the judge cancelled.
 
@@ -540,8 +543,8 @@ class RoutedCall:
             Every response of the accepted answer, in order.
 
         Raises:
-            ResponseRejected: The answer is an error response, or the key's
-                judge rejected it; the held output is kept for
+            ResponseRejected: The answer is an error response or carries
+                nothing, or the key's judge rejected it; the held output is kept for
                 :meth:`rejected_output`.
             DeadlineExceeded: The call's deadline ran out while the answer
                 was held or judged.
@@ -574,7 +577,14 @@ class RoutedCall:
             rejection = ResponseRejected(key, first, f"the model answered with the error {code}{detail}")
             self._keep_rejected(rejection, held, _NO_NOTES)
             raise rejection
-        assert judge is not None
+        if not any(map(_shows, held)):  # Gemini's 200 with finishReason STOP and no content, say.
+            rejection = ResponseRejected(key, held[-1], "the model answered with nothing in its answer")
+            self._keep_rejected(rejection, held, _NO_NOTES)
+            raise rejection
+        if judge is None:  # Held only because it began with nothing in it.
+            self._served = True
+            self._succeed(key)
+            return held
         notes: dict[str, Any] = {}
         verdict = await self._judge(judge, key, held[-1], notes)
         if verdict is True:
@@ -600,7 +610,7 @@ class RoutedCall:
         a model able to answer judged the request itself unsafe: an unsure
         answer from another model must not override it.
         """
-        if self._rejected is None or _rank(rejection) >= _rank(self._rejected[0]):
+        if self._rejected is None or _rank(rejection, held) >= _rank(*self._rejected[:2]):
             self._rejected = (rejection, held, notes)
 
     @property
@@ -1088,11 +1098,27 @@ _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _CUSTOM_METADATA = frozenset({"custom_metadata"})
 
 
-def _rank(rejection: ResponseRejected) -> int:
-    """How strongly a rejected answer claims to be output: a refusal, a judged answer, an error response."""
+def _rank(rejection: ResponseRejected, held: list[LlmResponse]) -> int:
+    """How strongly a rejected answer claims to be output: a refusal, a judged answer, an error or nothing."""
     if classify_error(rejection) == "request":
         return 2
-    return 0 if is_error_response(rejection.response) else 1
+    return 0 if is_error_response(rejection.response) or not any(map(_shows, held)) else 1
+
+
+def _shows(response: LlmResponse) -> bool:
+    """Whether ``response`` carries anything to output: an error, or a part with text, a call, media..."""
+    if response.error_code is not None:
+        return True
+    return any(
+        part.text
+        or part.function_call is not None  # The common cases first: this runs on every call.
+        or part.model_dump(exclude_none=True, exclude=_EMPTY_PART_FIELDS)
+        for part in (response.content.parts or () if response.content else ())
+    )
+
+
+# The fields of a part that carry nothing on their own.
+_EMPTY_PART_FIELDS = {"text", "thought", "thought_signature", "part_metadata"}
 
 
 def _loop_time() -> float:

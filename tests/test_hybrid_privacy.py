@@ -119,6 +119,19 @@ def test_media_the_rule_cannot_read_stays_on_the_device():
     assert privacy_rule(context(contents=[user(types.Part(text="What does this say?"), photo)])) == ON_DEVICE
 
 
+def test_media_a_tool_returned_stays_on_the_device():
+    scan = types.Part.from_function_response(
+        name="fetch_picture",
+        response={},
+        parts=[types.FunctionResponsePart.from_bytes(data=b"\x89PNG", mime_type="image/png")],
+    )
+
+    assert (
+        privacy_rule(context(contents=[user(types.Part(text="Describe the picture.")), user(scan)]))
+        == ON_DEVICE
+    )
+
+
 def test_a_public_conversation_with_tools_is_left_to_the_next_rule():
     ctx = context(
         contents=[

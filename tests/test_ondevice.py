@@ -845,6 +845,10 @@ async def test_adks_llm_classifier_over_the_device_makes_the_routing_decision(de
         ),
         ({"$ref": "#/$defs/Missing"}, "the '$ref' '#/$defs/Missing' (to nothing)"),
         ({"type": "string", "enum": []}, "an empty 'enum'"),
+        (
+            {"type": "array", "prefixItems": [{"type": "string"}], "maxItems": 3},
+            "'maxItems' beside 'prefixItems'",
+        ),
     ],
     ids=[
         "not",
@@ -860,6 +864,7 @@ async def test_adks_llm_classifier_over_the_device_makes_the_routing_decision(de
         "required-undefined",
         "dangling-ref",
         "empty-enum",
+        "tuple-with-more-items",
     ],
 )
 async def test_a_schema_llama_cpp_cannot_enforce_is_refused_naming_the_construct(

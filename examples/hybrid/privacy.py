@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from google.adk.models.llm_request import LlmRequest
+
 from routed_llm.strategies import ON_DEVICE, RoutingContext, request_text
 
 # Stems matched at the start of a word, after case folding and accent removal,
@@ -99,12 +101,18 @@ def looks_private(text: str) -> bool:
 
 def privacy_rule(ctx: RoutingContext) -> str:
     """Keeps private requests on the device ("" = no decision, the next rule decides)."""
-    unreadable = any(
-        part.inline_data is not None or part.file_data is not None
-        for content in ctx.request.contents
-        for part in content.parts or ()
-    )
-    if unreadable or looks_private(request_text(ctx.request, thoughts=True)):
+    if _holds_media(ctx.request) or looks_private(request_text(ctx.request, thoughts=True)):
         ctx.annotate(reason="private prompt stays on the device")
         return ON_DEVICE
     return ""
+
+
+def _holds_media(request: LlmRequest) -> bool:
+    """Whether ``request`` holds media or a file (a tool's result included): no text rule can read them."""
+    for content in request.contents:
+        for part in content.parts or ():
+            response = part.function_response
+            media = [part, *(response.parts or ())] if response is not None else [part]
+            if any(item.inline_data is not None or item.file_data is not None for item in media):
+                return True
+    return False

@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 from google.adk.labs.classifiers import BaseClassifier, Binary, BinaryAnswer, Choice, ChoiceAnswer
 from google.adk.models.llm_request import LlmRequest
+from google.genai import types
 
 from routed_llm.strategies.base import Decision, RoutingContext, Strategy, _require_callable, _require_key
 from routed_llm.strategies.text import request_text
@@ -40,8 +41,9 @@ def model_input_text(ctx: RoutingContext) -> str:
     The system instruction, then every turn: text, thoughts, and function
     calls and responses as the JSON a model is shown
     (:func:`~routed_llm.strategies.request_text` with ``thoughts=True``, the
-    text the hybrid demo's privacy rule reads). Routing agents, the user's
-    message for this invocation.
+    text the hybrid demo's privacy rule reads). Routing agents, the
+    conversation the chosen agent will be given: every event of the session
+    so far (earlier invocations included) and the user's message.
 
     Args:
         ctx: The routing context.
@@ -49,7 +51,20 @@ def model_input_text(ctx: RoutingContext) -> str:
     Returns:
         The text, "" for a request with none.
     """
-    return request_text(ctx.request or LlmRequest(contents=ctx.contents), thoughts=True)
+    return request_text(ctx.request or LlmRequest(contents=_model_input(ctx)), thoughts=True)
+
+
+def _model_input(ctx: RoutingContext) -> list[types.Content]:
+    """The contents the model would receive; routing agents, the session's events and the user's message."""
+    if ctx.request is not None:
+        return ctx.request.contents
+    invocation = ctx.invocation_context
+    if invocation is None:
+        return ctx.contents
+    contents = [event.content for event in invocation.session.events if event.content is not None]
+    if invocation.user_content is not None and invocation.user_content not in contents:
+        contents.append(invocation.user_content)
+    return contents
 
 
 @dataclass(frozen=True)
@@ -91,10 +106,10 @@ class ClassifierStrategy(Strategy):
     ``private`` label for it wins; with no ``private`` labels, the answer
     stands for the rest of the invocation.
 
-    With the default ``text``, a request holding media or a file (which no
-    text can show the classifier) is not classified: it goes to the key of
-    the ``private`` labels, confined, when they share one, and otherwise
-    the strategy makes no decision.
+    With the default ``text``, a request holding media or a file, a tool's
+    result included (which no text can show the classifier), is not
+    classified: it goes to the key of the ``private`` labels, confined,
+    when they share one, and otherwise the strategy makes no decision.
 
     If the classifier fails (raises, runs past ``timeout``, or answers
     something the question does not allow), the failure is logged once and
@@ -203,7 +218,7 @@ class ClassifierStrategy(Strategy):
         """Returns the key of the classifier's answer on the first pick, None after a failure."""
         if ctx.is_failover:
             return None
-        if self.private and self.text is model_input_text and _unreadable(ctx):
+        if self.private and self.text is model_input_text and _unreadable(_model_input(ctx)):
             # The classifier would judge a passport photo by its caption: keep it where private goes.
             keys = {self._by_label[label] for label in self.private}
             key = keys.pop() if len(keys) == 1 else None
@@ -291,13 +306,15 @@ class ClassifierStrategy(Strategy):
         raise ValueError(f"The classifier answered a {self.question.type} question with {kind!r}.")
 
 
-def _unreadable(ctx: RoutingContext) -> bool:
-    """Whether the request holds a part no text can show: media, or a file."""
-    return any(
-        part.inline_data is not None or part.file_data is not None
-        for content in ctx.contents
-        for part in content.parts or ()
-    )
+def _unreadable(contents: list[types.Content]) -> bool:
+    """Whether ``contents`` hold a part no text can show: media, or a file, a tool's result included."""
+    for content in contents:
+        for part in content.parts or ():
+            response = part.function_response
+            media = [part, *(response.parts or ())] if response is not None else [part]
+            if any(item.inline_data is not None or item.file_data is not None for item in media):
+                return True
+    return False
 
 
 def _check_labels(name: str, given: Collection[object], labels: frozenset[_Label]) -> None:
