@@ -21,7 +21,14 @@ from routed_llm import (
     hybrid_model_on_device_cloud,
 )
 from routed_llm.invocation import InvocationInfo, invocation_scope
-from routed_llm.strategies import CLOUD, ON_DEVICE, FirstMatch, PreRoutingStrategy, WithFallback
+from routed_llm.strategies import (
+    CLOUD,
+    ON_DEVICE,
+    FirstMatch,
+    PreRoutingStrategy,
+    StickyPerInvocation,
+    WithFallback,
+)
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, make_request, make_runner, run_agent, texts
 
@@ -688,3 +695,24 @@ async def test_the_confinement_is_recorded_with_the_route():
     [response] = await ask(llm)
 
     assert response.custom_metadata["routed_llm"]["confined_to"] == ON_DEVICE
+
+
+async def test_a_sticky_invocation_still_keeps_a_tool_result_holding_private_data_off_the_cloud():
+    cloud = calls_the_tool_then_answers(1)
+    device = models(ON_DEVICE)[ON_DEVICE]
+    agent = LlmAgent(
+        name="assistant",
+        model=hybrid_model_on_device_cloud(
+            on_device=device,
+            cloud=cloud,
+            strategy=StickyPerInvocation(
+                WithFallback(privacy_gate(pii_detector()), fallback_order=[CLOUD, ON_DEVICE])
+            ),
+        ),
+        tools=[look_up_customer],
+    )
+
+    await run_with_plugin(agent, "Look up customer c0.")
+
+    assert len(cloud.calls) == 1
+    assert len(device.calls) == 1

@@ -36,9 +36,15 @@ async def test_every_model_call_of_an_invocation_keeps_the_first_key():
     assert (len(a.calls), len(b.calls)) == (2, 0)
 
 
+def alternating_per_invocation() -> PreRoutingStrategy:
+    """A strategy that picks "a" in the first invocation it sees, "b" in the next, and so on."""
+    keys: dict[str, str] = {}
+    return PreRoutingStrategy(lambda ctx: keys.setdefault(ctx.invocation.invocation_id, "ab"[len(keys) % 2]))
+
+
 async def test_a_new_invocation_decides_afresh():
     a, b = tool_then_answer("a"), tool_then_answer("b")
-    llm = RoutedLlm(models=[a, b], router=StickyPerInvocation(alternating()))
+    llm = RoutedLlm(models=[a, b], router=StickyPerInvocation(alternating_per_invocation()))
     agent = LlmAgent(name="assistant", model=llm, tools=[get_weather])
     runner = make_runner(agent, plugins=[RoutingPlugin()])
     session = await runner.session_service.create_session(app_name="test_app", user_id="user")

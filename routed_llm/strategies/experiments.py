@@ -137,6 +137,12 @@ class StickyPerInvocation(Strategy):
     usual and the new key is remembered instead. Annotations made with the
     first pick (an A/B arm, say) are recorded again with every later one.
 
+    The wrapped strategy is still asked at every call, so that a privacy
+    gate sees every request (a tool result may bring private data into a
+    public conversation): when it confines the call
+    (:meth:`~routed_llm.strategies.RoutingContext.confine`), its pick wins
+    and is kept for the rest of the invocation.
+
     Needs the invocation id, from a :class:`~routed_llm.RoutingPlugin`;
     without it every call is decided afresh.
 
@@ -171,8 +177,10 @@ class StickyPerInvocation(Strategy):
         if invocation is None:
             return await decide(self.strategy, ctx)
         remembered = self._chosen.get(invocation.invocation_id)
+        choice = await decide(self.strategy, ctx)
         if (
             remembered is not None
+            and ctx.confined_to is None  # A privacy gate that confines this call overrules the kept key.
             and not ctx.is_failover
             and remembered[0] in ctx.models
             and ctx.is_available(remembered[0])
@@ -181,7 +189,6 @@ class StickyPerInvocation(Strategy):
             kept, notes = remembered
             ctx.annotate(**notes)
             return kept
-        choice = await decide(self.strategy, ctx)
         if choice is not None:
             self._chosen[invocation.invocation_id] = (choice, dict(route_notes()))
             self._chosen.move_to_end(invocation.invocation_id)
