@@ -17,12 +17,13 @@ from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
 from routed_llm import observability
+from routed_llm.attempt import Attempt, check_hedging
 from routed_llm.errors import NoResponse
 from routed_llm.health import HealthTracker
 from routed_llm.latency import LatencyTracker
 from routed_llm.limits import RateLimits
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
-from routed_llm.observability import FailoverHook, RouteHook
+from routed_llm.observability import FailoverHook, HedgeHook, RouteHook
 from routed_llm.routing import Judge, LlmRouter, RoutedCall, RouterSettings, check_callables, check_router
 from routed_llm.signatures import SignatureLedger, is_gemini
 from routed_llm.timeouts import check_seconds, per_key_seconds
@@ -150,6 +151,9 @@ class RoutedLlm(BaseLlm):
         limits: RateLimits | None = None,
         accept: Judge | Mapping[str, Judge] | None = None,
         latency: LatencyTracker | None = None,
+        hedge_after: float | Mapping[str, float] | str | None = None,
+        max_hedges: int = 1,
+        on_hedge: HedgeHook | None = None,
     ) -> None:
         resolved = _resolve_models(models)
         check_router(
@@ -167,7 +171,10 @@ class RoutedLlm(BaseLlm):
                 latency.store.check_key(key)
         if model is not None and not isinstance(model, str):
             raise TypeError(f"RoutedLlm(model=...) is a display name string, got {type(model).__name__}.")
-        check_callables("RoutedLlm", on_route=on_route, on_failover=on_failover, clock=clock)
+        check_callables(
+            "RoutedLlm", on_route=on_route, on_failover=on_failover, on_hedge=on_hedge, clock=clock
+        )
+        hedging = check_hedging(hedge_after, max_hedges, resolved, latency)
         super().__init__(model=model or _default_name(resolved))
         self._settings = RouterSettings(
             models=MappingProxyType(resolved),
@@ -184,6 +191,8 @@ class RoutedLlm(BaseLlm):
             limits=limits,
             accept=_judges(accept, resolved),
             latency=latency,
+            hedging=hedging,
+            on_hedge=on_hedge,
         )
 
     @property
@@ -245,6 +254,10 @@ class RoutedLlm(BaseLlm):
                 whatever a judge raised.
         """
         call = self._new_call(llm_request)
+        if call.hedging is not None:
+            async for hedged in self._hedged(call, llm_request, stream):
+                yield hedged
+            return
         try:
             key = await call.first_key()
             while True:
@@ -307,6 +320,52 @@ class RoutedLlm(BaseLlm):
                         await responses.aclose()
         finally:
             call.release()
+
+    async def _hedged(
+        self, call: RoutedCall, llm_request: LlmRequest, stream: bool
+    ) -> AsyncGenerator[LlmResponse, None]:
+        """:meth:`generate_content_async` with hedging: the call's attempts race (``RoutedCall.race``)."""
+        private = self.__pydantic_private__ or {}
+        ledger: SignatureLedger = private["_signatures"]
+        models = private["_settings"].models
+
+        def open_stream(key: str, request: LlmRequest) -> AsyncGenerator[LlmResponse, None]:
+            model = call.delegate(key, request)
+            ledger.address(request, key, models)
+            return model.generate_content_async(request, stream)
+
+        winner: Attempt | None = None
+        try:
+            try:
+                winner = await call.race(open_stream)
+            except Exception as error:
+                rejected = call.rejected_output(error)
+                if rejected is None:
+                    raise
+                for response in rejected:
+                    ledger.record_stamped(response)
+                    yield response
+                return
+            key, responses = winner.key, winner.responses
+            assert winner.first is not None
+            assert responses is not None
+            route = call.route_metadata(key)
+            observability.record_served(route)
+            stamp = call.stamp
+            for answer in winner.held or (winner.first,):
+                ledger.record(key, answer)
+                yield stamp(answer, route)
+            if winner.held is not None:
+                return
+            while (chunk := await call.next_response(key, responses)) is not None:
+                ledger.record(key, chunk)
+                yield stamp(chunk, route)
+        finally:
+            try:
+                if winner is not None:
+                    await winner.close()
+            finally:
+                call.release()
 
     @override
     @asynccontextmanager
