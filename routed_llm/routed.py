@@ -117,16 +117,35 @@ class RoutedLlm(BaseLlm):
             from the model's call. A judged answer is recorded whatever its
             verdict; live connections are not recorded. Strategies such as
             :class:`~routed_llm.strategies.FastestFirst` route on it.
+        hedge_after: Hedged requests (not for live connections): when an
+            attempt has given no first response this long after its start,
+            the router is asked again with a :class:`~routed_llm.HedgeDelay`
+            as ``last_error`` and the key it picks runs beside the slow
+            attempt; the first to answer (a judged key: with its accepted
+            answer) wins and the others are cancelled. Seconds for every
+            key, ``{key: seconds}`` (keys left out are not hedged), or
+            ``"p90"``, ``"p95"`` or ``"p99"``: the key's own recent quantile
+            in ``latency`` (no hedge before it has ``min_samples``). None,
+            the default, never hedges. A hedged request may be billed twice.
+        max_hedges: The most attempts started by hedging in flight at once
+            (so at most ``1 + max_hedges`` attempts run); a whole number of
+            at least 1. Without ``hedge_after`` it has no effect.
+        on_hedge: Called, sync or async, with a
+            :class:`~routed_llm.HedgeEvent` each time the router is asked
+            for a hedge.
 
     Raises:
         ValueError: If ``models`` is empty, names a model twice, or has a
             model name ADK cannot resolve, if ``router`` declares keys that
             are not in ``models``, or a time limit is not a positive number
             (or names a key that is not routed), or ``accept`` names a key
-            that is not routed.
+            that is not routed, or ``hedge_after`` is not positive seconds,
+            names a key that is not routed, or is a quantile name without
+            ``latency``, or ``max_hedges`` is below 1.
         TypeError: If an entry is neither a ``BaseLlm`` nor a string, a key is
             not a non-empty string, or ``router``, a hook or a judge is not
-            callable, or ``latency`` is not a ``LatencyTracker``.
+            callable, or ``latency`` is not a ``LatencyTracker``, or
+            ``hedge_after`` or ``max_hedges`` has the wrong type.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
