@@ -316,18 +316,16 @@ class RoutedCall:
         "_deadline_error",
         "_errors",
         "_expires",
-        "_hedged",
-        "_hedges",
         "_judge_error",
         "_models",
         "_notes",
+        "_race",
         "_rejected",
         "_served",
         "_settings",
         "_snapshot",
         "_started",
         "_subject",
-        "_tried",
     )
 
     def __init__(self, settings: RouterSettings, subject: Any) -> None:
@@ -345,9 +343,7 @@ class RoutedCall:
         self._cancelling = task.cancelling() if task is not None else 0
         self._deadline_error: DeadlineExceeded | None = None
         self._attempt: Attempt | None = None  # The latest attempt announced; in a race, the winner.
-        self._hedges: dict[str, HedgeDelay] | None = None  # Each hedged key's HedgeDelay, in a race.
-        self._hedged: list[str] = []  # The keys started by hedging, in a race.
-        self._tried = 0  # How many attempts a race started.
+        self._race: _Race | None = None  # The attempts run side by side, when hedging.
         self._judge_error: Exception | None = None
         # The rejected answer to output if no model serves: the error, its held output and its
         # judge's annotations. The last one a judge rejected, else the last error response.
@@ -491,7 +487,7 @@ class RoutedCall:
         if attempt.settle(error):  # Shared before the router is asked, so every replica's next call sees it.
             await attempt.share_failure(error)
         number = len(self._errors) + 1
-        if self._hedges is not None:
+        if self._race is not None:
             self._errors.pop(key, None)  # A hedged key that fails: its failure replaces its HedgeDelay.
         self._errors[key] = error
         observability.record_failure(key, error)
@@ -579,116 +575,111 @@ class RoutedCall:
                 attempt runs and the router stopped; whatever the router or
                 a judge raised.
         """
-        hedging = self._settings.hedging
-        assert hedging is not None
-        self._hedges = {}
-        loop = asyncio.get_running_loop()
-        running: dict[asyncio.Task[None], Attempt] = {}
-        attempts: list[Attempt] = []
-        slow: list[str] = []  # The key each hedge was started beside.
-        winner: Attempt | None = None
+        self._race = race = _Race(open_stream)
         try:
             await self.first_key()
             first = self._attempt
             assert first is not None
             first.request = copy_request(self._subject)
             self._roll_back()
-            attempts.append(first)
-            self._start(first, open_stream, running)
+            race.attempts.append(first)
+            self._start(race, first)
             last: Exception | None = None
-            while running:
-                room = len(running) <= hedging.max_hedges
-                due = [
-                    attempt.hedge_at
-                    for attempt in running.values()
-                    if attempt.hedge_at is not None and not attempt.hedged and attempt.first is None
-                ]
-                timeout = max(min(due) - loop.time(), 0.0) if room and due else None
-                done, _ = await asyncio.wait(running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            while race.running:
+                done, _ = await asyncio.wait(
+                    race.running, timeout=self._until_hedge(race), return_when=asyncio.FIRST_COMPLETED
+                )
                 if not done:
-                    for attempt in list(running.values()):
-                        if len(running) > hedging.max_hedges:
-                            break
-                        if attempt.hedged or attempt.first is not None or attempt.hedge_at is None:
-                            continue
-                        if attempt.hedge_at > loop.time():
-                            continue
-                        attempt.hedged = True
-                        next_key = await self._ask_hedge(attempt, loop.time() - attempt.started, running)
-                        if next_key is not None:
-                            slow.append(attempt.key)
-                            self._hedged.append(next_key)
-                            attempts.append(await self._begin(next_key, open_stream, running))
+                    await self._hedge_due(race)
                     continue
-                finished = sorted((running.pop(task) for task in done), key=lambda attempt: attempt.started)
+                finished = sorted((race.running.pop(task) for task in done), key=lambda a: a.started)
+                race.winner = next((attempt for attempt in finished if _answered(attempt)), None)
+                if race.winner is not None:
+                    self._attempt = race.winner
+                    return race.winner
                 for attempt in finished:
-                    task = attempt.task
-                    assert task is not None
-                    if task.cancelled():
-                        raise asyncio.CancelledError(f"The attempt on {attempt.key!r} was cancelled.")
-                    if task.exception() is None:
-                        winner = attempt
-                        break
-                if winner is not None:
-                    self._attempt = winner
-                    return winner
-                for attempt in finished:
-                    error = attempt.task.exception()  # type: ignore[union-attr]
-                    if not isinstance(error, Exception):
-                        raise error  # type: ignore[misc]
-                    if error is self._judge_error or error is self._deadline_error:
-                        raise error
-                    await attempt.stop()  # Releases what it holds before the router is asked.
-                    last = error
-                    next_key = await self._ask_after(attempt, error, [a.key for a in running.values()])
-                    if next_key is None:
-                        continue
-                    if len(running) > hedging.max_hedges:
-                        logger.info("Not starting %r: %d attempts already run.", next_key, len(running))
-                        continue
-                    attempts.append(await self._begin(next_key, open_stream, running))
+                    last = await self._after_failure(race, attempt)
             assert last is not None
             raise last
         finally:
-            losers = [attempt for attempt in attempts if attempt is not winner]
-            for attempt in losers:
-                if attempt.task is not None:
-                    attempt.task.cancel()
-            for attempt in losers:
-                await attempt.close()
-            self._tried = len(attempts)
-            for key in slow:
-                observability.record_hedge(key, None if winner is None else winner.key)
+            await race.close()
 
-    async def _begin(
-        self,
-        key: str,
-        open_stream: Callable[[str, LlmRequest], AsyncGenerator[LlmResponse, None]],
-        running: dict[asyncio.Task[None], Attempt],
-    ) -> Attempt:
+    def _until_hedge(self, race: _Race) -> float | None:
+        """Seconds until a running attempt is due for a hedge; None if none will be, or no room."""
+        hedging = self._settings.hedging
+        assert hedging is not None
+        if len(race.running) > hedging.max_hedges:
+            return None
+        due = [
+            attempt.hedge_at
+            for attempt in race.running.values()
+            if attempt.hedge_at is not None and _hedgeable(attempt)
+        ]
+        return max(min(due) - _loop_time(), 0.0) if due else None
+
+    async def _hedge_due(self, race: _Race) -> None:
+        """Asks the router to hedge each running attempt whose hedge delay is up, while there is room."""
+        hedging = self._settings.hedging
+        assert hedging is not None
+        for attempt in list(race.running.values()):
+            if len(race.running) > hedging.max_hedges:
+                return
+            now = _loop_time()
+            if not _hedgeable(attempt) or attempt.hedge_at > now:  # type: ignore[operator]
+                continue
+            attempt.hedged = True
+            next_key = await self._ask_hedge(race, attempt, now - attempt.started)
+            if next_key is not None:
+                race.slow.append(attempt.key)
+                race.hedges.append(next_key)
+                await self._begin(race, next_key)
+
+    async def _after_failure(self, race: _Race, attempt: Attempt) -> Exception:
+        """Handles an attempt of the race that failed: asks the router, starts its pick if there is room.
+
+        Returns:
+            The attempt's error.
+
+        Raises:
+            Exception: The error itself when it ends the call (a judge's
+                error, the deadline); whatever asking the router raised.
+        """
+        assert attempt.task is not None
+        error = attempt.task.exception()
+        if not isinstance(error, Exception):
+            raise error  # type: ignore[misc]  # A BaseException such as KeyboardInterrupt.
+        if error is self._judge_error or error is self._deadline_error:
+            raise error
+        await attempt.stop()  # Releases what it holds before the router is asked.
+        next_key = await self._ask_after(attempt, error, [other.key for other in race.running.values()])
+        hedging = self._settings.hedging
+        assert hedging is not None
+        if next_key is not None:
+            if len(race.running) > hedging.max_hedges:
+                logger.info("Not starting %r: %d attempts already run.", next_key, len(race.running))
+            else:
+                await self._begin(race, next_key)
+        return error
+
+    async def _begin(self, race: _Race, key: str) -> None:
         """Starts an attempt on ``key`` in the race, on its own copy of the request as the router left it."""
         request = copy_request(self._subject)
         self._roll_back()
         attempt = await self._announce(key, request)
-        self._start(attempt, open_stream, running)
-        return attempt
+        race.attempts.append(attempt)  # Closed with the race, even if it cannot start.
+        self._start(race, attempt)
 
-    def _start(
-        self,
-        attempt: Attempt,
-        open_stream: Callable[[str, LlmRequest], AsyncGenerator[LlmResponse, None]],
-        running: dict[asyncio.Task[None], Attempt],
-    ) -> None:
+    def _start(self, race: _Race, attempt: Attempt) -> None:
         """Starts ``attempt``'s model in a task of its own, and its hedge timer."""
+        hedging = self._settings.hedging
+        assert hedging is not None
         assert attempt.request is not None
-        assert self._settings.hedging is not None
-        attempt.responses = self.metered(attempt.key, open_stream(attempt.key, attempt.request))
-        loop = asyncio.get_running_loop()
-        attempt.started = loop.time()
-        delay = self._settings.hedging.delay(attempt.key, self._settings.latency)
+        attempt.responses = self.metered(attempt.key, race.open_stream(attempt.key, attempt.request))
+        attempt.started = _loop_time()
+        delay = hedging.delay(attempt.key, self._settings.latency)
         attempt.hedge_at = None if delay is None else attempt.started + delay
-        attempt.task = loop.create_task(self._run(attempt))
-        running[attempt.task] = attempt
+        attempt.task = asyncio.get_running_loop().create_task(self._run(attempt))
+        race.running[attempt.task] = attempt
 
     async def _run(self, attempt: Attempt) -> None:
         """One attempt of a race, in its own task: its first response, held and judged if need be."""
@@ -700,9 +691,7 @@ class RoutedCall:
         if attempt.holding:
             attempt.held = await self._held_output(attempt, first, attempt.responses)
 
-    async def _ask_hedge(
-        self, attempt: Attempt, waited: float, running: Mapping[asyncio.Task[None], Attempt]
-    ) -> str | None:
+    async def _ask_hedge(self, race: _Race, attempt: Attempt, waited: float) -> str | None:
         """Asks the router for a key to run beside ``attempt``, slow by ``waited`` seconds.
 
         Returns:
@@ -710,10 +699,9 @@ class RoutedCall:
         """
         key = attempt.key
         delay = HedgeDelay(key, waited)
-        assert self._hedges is not None
-        self._hedges[key] = delay
+        race.delays[key] = delay
         self._errors[key] = delay
-        next_key = await self._ask_again(delay, [other.key for other in running.values()])
+        next_key = await self._ask_again(delay, [other.key for other in race.running.values()])
         if next_key is None:
             logger.debug("Router declined to hedge %r.", key)
         else:
@@ -976,8 +964,8 @@ class RoutedCall:
     def route_metadata(self, key: str) -> dict[str, Any]:
         """The ``custom_metadata`` entry that records how ``key`` came to serve."""
         attempt = self._attempt
-        if self._hedges is not None:
-            return self._race_metadata(key)
+        if self._race is not None:
+            return self._race_metadata(key, self._race)
         route = {
             **self._notes,
             **(_NO_NOTES if attempt is None else attempt.notes),
@@ -992,11 +980,11 @@ class RoutedCall:
             route["rejections"] = self._rejections()
         return route
 
-    def _race_metadata(self, key: str) -> dict[str, Any]:
+    def _race_metadata(self, key: str, race: _Race) -> dict[str, Any]:
         """:meth:`route_metadata` of a race: a hedged key is no failed key; ``hedged`` names the hedges."""
         attempt = self._attempt
-        hedges = self._hedges or {}
-        errors = {failed: error for failed, error in self._errors.items() if hedges.get(failed) is not error}
+        delays = race.delays
+        errors = {failed: error for failed, error in self._errors.items() if delays.get(failed) is not error}
         route = {
             **self._notes,
             **(_NO_NOTES if attempt is None else attempt.notes),
@@ -1005,8 +993,8 @@ class RoutedCall:
             self._settings.label: self.name_of(key),
             "failed_keys": list(errors),
             "errors": {failed: type(error).__name__ for failed, error in errors.items()},
-            "attempts": self._tried,
-            "hedged": list(self._hedged),
+            "attempts": len(race.attempts),
+            "hedged": list(race.hedges),
         }
         if self._rejected is not None:
             route["rejections"] = self._rejections()
@@ -1254,6 +1242,60 @@ class RoutedCall:
 
     def _key_list(self) -> str:
         return ", ".join(repr(key) for key in self._models)
+
+
+class _Race:
+    """The attempts of one call running side by side (``RoutedLlm(hedge_after=...)``).
+
+    Attributes:
+        open_stream: Starts a key's model on an attempt's request.
+        running: Each running attempt, by its task.
+        attempts: Every attempt started, in order.
+        winner: The attempt that answered first, once one has.
+        slow: The key each hedge was started beside, in order.
+        hedges: The keys started by hedging, in order.
+        delays: The :class:`~routed_llm.HedgeDelay` each hedged key was reported with.
+    """
+
+    __slots__ = ("attempts", "delays", "hedges", "open_stream", "running", "slow", "winner")
+
+    def __init__(self, open_stream: Callable[[str, LlmRequest], AsyncGenerator[LlmResponse, None]]) -> None:
+        self.open_stream = open_stream
+        self.running: dict[asyncio.Task[None], Attempt] = {}
+        self.attempts: list[Attempt] = []
+        self.winner: Attempt | None = None
+        self.slow: list[str] = []
+        self.hedges: list[str] = []
+        self.delays: dict[str, HedgeDelay] = {}
+
+    async def close(self) -> None:
+        """Cancels every attempt but the winner, all at once, then closes each; counts the hedges."""
+        losers = [attempt for attempt in self.attempts if attempt is not self.winner]
+        for attempt in losers:
+            if attempt.task is not None:
+                attempt.task.cancel()
+        for attempt in losers:
+            await attempt.close()
+        for key in self.slow:
+            observability.record_hedge(key, None if self.winner is None else self.winner.key)
+
+
+def _answered(attempt: Attempt) -> bool:
+    """Whether ``attempt``'s task, done, ended with an answer (not an error).
+
+    Raises:
+        asyncio.CancelledError: If the task was cancelled from within (the model cancelled it).
+    """
+    task = attempt.task
+    assert task is not None
+    if task.cancelled():
+        raise asyncio.CancelledError(f"The attempt on {attempt.key!r} was cancelled.")
+    return task.exception() is None
+
+
+def _hedgeable(attempt: Attempt) -> bool:
+    """Whether ``attempt`` will be due for a hedge: it has a delay, no first response, no hedge yet."""
+    return attempt.hedge_at is not None and not attempt.hedged and attempt.first is None
 
 
 def check_router(router: object, keys: Iterable[str], *, owner: str, signature: str) -> None:

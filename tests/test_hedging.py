@@ -34,7 +34,7 @@ from routed_llm import (
     RoutedLlm,
 )
 from routed_llm.strategies import FallbackStrategy
-from routed_llm.testing import ScriptedLlm
+from routed_llm.testing import ScriptedLlm, Stream
 from tests.conftest import collect, get_weather, make_request, run_agent, texts, weather_round_trip
 
 TINY = 1e-4  # Seconds: every slow attempt is hedged almost at once.
@@ -626,3 +626,29 @@ async def test_an_agent_with_tools_is_served_by_the_hedge_through_the_runner():
     assert any(event.get_function_responses() for event in events)
     assert events[-1].content.parts[0].text == "It is sunny."
     assert llm.models["a"].log.cancelled == 2
+
+
+async def test_the_winners_stream_goes_on_after_its_first_chunk():
+    answers = ScriptedLlm(model="b", script=[Stream(["It ", "is ", "sunny."])])
+    llm = RoutedLlm(
+        models={"a": slow("a"), "b": answers}, router=FallbackStrategy(["a", "b"]), hedge_after=TINY
+    )
+
+    responses = await collect(llm.generate_content_async(make_request(), stream=True))
+
+    assert texts(responses) == ["It ", "is ", "sunny.", "It is sunny."]
+    assert {route_of["key"] for route_of in (r.custom_metadata[METADATA_KEY] for r in responses)} == {"b"}
+
+
+async def test_cancelling_the_call_cancels_and_closes_every_attempt():
+    models = {"a": slow("a"), "b": slow("b")}
+    llm = RoutedLlm(models=models, router=FallbackStrategy(["a", "b"]), hedge_after=TINY)
+    call = asyncio.ensure_future(collect(llm.generate_content_async(make_request())))
+    await models["b"].log.started.wait()
+
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    assert (models["a"].log.cancelled, models["b"].log.cancelled) == (1, 1)
+    assert (models["a"].log.closed, models["b"].log.closed) == (1, 1)
