@@ -75,23 +75,19 @@ class Attempt:
             side by side; None when the attempt edits the caller's request.
     """
 
-    __slots__ = (
-        "_health",
-        "_permit",
-        "first",
-        "hedge_at",
-        "hedged",
-        "held",
-        "holding",
-        "key",
-        "notes",
-        "pending",
-        "refused",
-        "request",
-        "responses",
-        "started",
-        "task",
-    )
+    # Class-level defaults: an attempt that is not hedged sets no more than it uses (the hot path).
+    request: LlmRequest | None = None
+    pending = False  # The health tracker awaits this attempt's verdict.
+    refused = False  # The key was not available when the attempt was announced.
+    holding = False  # The first response is held back: a judged answer or an error response.
+    notes: Mapping[str, Any] = _NO_NOTES  # What the accepting judge annotated.
+    responses: AsyncGenerator[LlmResponse, None] | None = None
+    first: LlmResponse | None = None
+    held: list[LlmResponse] | None = None
+    task: asyncio.Task[None] | None = None
+    started = 0.0  # When the attempt started, on the event loop's clock (in a race).
+    hedge_at: float | None = None  # When it is due for a hedge, on the event loop's clock; None for never.
+    hedged = False  # Whether the router was asked to hedge it.
 
     def __init__(
         self,
@@ -102,20 +98,10 @@ class Attempt:
         request: LlmRequest | None = None,
     ) -> None:
         self.key = key
-        self.request = request
         self._health = health
         self._permit = permit
-        self.pending = False  # The health tracker awaits this attempt's verdict.
-        self.refused = False  # The key was not available when the attempt was announced.
-        self.holding = False  # The first response is held back: a judged answer or an error response.
-        self.notes: Mapping[str, Any] = _NO_NOTES  # What the accepting judge annotated.
-        self.responses: AsyncGenerator[LlmResponse, None] | None = None
-        self.first: LlmResponse | None = None
-        self.held: list[LlmResponse] | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.started = 0.0  # When the attempt started, on the event loop's clock (in a race).
-        self.hedge_at: float | None = None  # When it is hedged, on the event loop's clock; None for never.
-        self.hedged = False  # Whether the router was asked to hedge it.
+        if request is not None:
+            self.request = request
 
     async def take(self) -> None:
         """Takes the key from the health tracker: its half-open trial, here and in the store.

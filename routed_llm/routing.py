@@ -714,7 +714,7 @@ class RoutedCall:
             )
         return next_key
 
-    async def first_response(self, key: str, responses: AsyncIterator[_R]) -> _R | None:
+    def first_response(self, key: str, responses: AsyncIterator[_R]) -> Awaitable[_R | None]:
         """Waits for the first response of ``key``'s model, within the time limits.
 
         An agent's first event is output as it comes, and an agent's run
@@ -733,7 +733,8 @@ class RoutedCall:
                 the last model error of the call, if any.
             Exception: Whatever the model raised.
         """
-        return await self._first_response(self._attempt, responses)  # type: ignore[arg-type]
+        # The attempt's own coroutine, returned rather than awaited: no extra frame on the hot path.
+        return self._first_response(self._attempt, responses)  # type: ignore[arg-type]
 
     async def _first_response(self, attempt: Attempt, responses: AsyncIterator[_R]) -> _R | None:
         """:meth:`first_response` of ``attempt``."""
@@ -758,9 +759,9 @@ class RoutedCall:
         """Whether the answer :meth:`first_response` just returned must be held (:meth:`held_output`)."""
         return self._attempt is not None and self._attempt.holding
 
-    async def held_output(
+    def held_output(
         self, key: str, first: LlmResponse, responses: AsyncIterator[LlmResponse]
-    ) -> list[LlmResponse]:
+    ) -> Awaitable[list[LlmResponse]]:
         """Holds back the rest of an answer to be judged before any of it is output.
 
         Called when :attr:`holding` says so: for a judged key's answer, or
@@ -786,7 +787,7 @@ class RoutedCall:
                 (nothing was output, so it fails over like any other
                 failure), or the judge raised (see :attr:`judge_error`).
         """
-        return await self._held_output(self._attempt, first, responses)  # type: ignore[arg-type]
+        return self._held_output(self._attempt, first, responses)  # type: ignore[arg-type]
 
     async def _held_output(
         self, attempt: Attempt, first: LlmResponse, responses: AsyncIterator[LlmResponse]
