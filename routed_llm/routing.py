@@ -13,11 +13,16 @@ name models, one call is a model call) and :class:`~routed_llm.RoutedAgent`
   chained to it;
 * once an attempt produced output, the call belongs to it;
 * every attempt is counted, announced to ``on_route`` and, when it fails,
-  to ``on_failover``.
+  to ``on_failover``;
+* with hedging (``RoutedLlm(hedge_after=...)``, :meth:`RoutedCall.race`),
+  a slow attempt sends the router round with a :class:`HedgeDelay` and the
+  attempts run side by side until the first answers.
 
 One :class:`RoutedCall` lives for one call and holds everything that call
 needs to remember: the keys that failed, their errors, and the snapshot that
 rolls its subject (the request, or the session state) back between attempts.
+What one attempt holds (its trial permit, its stream, its answer) is its
+:class:`~routed_llm.attempt.Attempt`'s.
 Nothing of it lives on the routed model or agent, so one instance serves any
 number of concurrent calls.
 """
@@ -1295,8 +1300,14 @@ def _answered(attempt: Attempt) -> bool:
 
 
 def _hedgeable(attempt: Attempt) -> bool:
-    """Whether ``attempt`` will be due for a hedge: it has a delay, no first response, no hedge yet."""
-    return attempt.hedge_at is not None and not attempt.hedged and attempt.first is None
+    """Whether ``attempt`` will be due for a hedge: running, with a delay, no first response, no hedge yet."""
+    return (
+        attempt.hedge_at is not None
+        and not attempt.hedged
+        and attempt.first is None
+        and attempt.task is not None
+        and not attempt.task.done()
+    )
 
 
 def check_router(router: object, keys: Iterable[str], *, owner: str, signature: str) -> None:
