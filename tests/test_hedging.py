@@ -385,6 +385,18 @@ async def test_a_failure_during_the_race_asks_the_router_while_the_slow_attempt_
     assert (route(responses)["key"], route(responses)["failed_keys"]) == ("a", ["b"])
 
 
+async def test_a_hedge_that_fails_counts_against_its_keys_health():
+    health = HealthTracker(failure_threshold=1)
+    models = {"a": slow("a"), "b": Gated(model="b", answer=ConnectionError("down")), "c": Gated(model="c")}
+    llm = RoutedLlm(
+        models=models, router=FallbackStrategy(["a", "b", "c"]), hedge_after={"a": TINY}, health=health
+    )
+
+    await collect(llm.generate_content_async(make_request()))
+
+    assert (health.state("a"), health.state("b"), health.state("c")) == ("closed", "open", "closed")
+
+
 async def test_a_failed_hedge_is_replaced_by_the_routers_next_pick():
     models = {"a": slow("a"), "b": Gated(model="b", answer=ConnectionError("down")), "c": Gated(model="c")}
     llm = RoutedLlm(models=models, router=FallbackStrategy(["a", "b", "c"]), hedge_after={"a": TINY})
