@@ -1,4 +1,4 @@
-"""Tail latency against a heavy-tailed provider: no hedging, and FastestFirst.
+"""Tail latency against a heavy-tailed provider: no hedging, hedged requests, FastestFirst.
 
 Runs the real ``google.adk.models.Gemini`` client, on google-genai's httpx
 transport, against two local fault servers (``tests/fake_servers.py``), one
@@ -12,9 +12,10 @@ beyond one per request.
 Every setup gets fresh servers with the same seeds, so each sees the same
 delays in the same order, and a :class:`~routed_llm.LatencyTracker` given to
 ``RoutedLlm(latency=...)``. A setup is a router and extra ``RoutedLlm``
-options: once hedged requests exist, their rows are
-``Setup("hedge_after=0.1", fallback, {"hedge_after": 0.1})`` and
-``Setup('hedge_after="p90"', fallback, {"hedge_after": "p90"})``.
+options: the hedged rows add ``hedge_after=0.1`` (seconds) and
+``hedge_after="p90"`` (each key's own recent p90, once it has 20 samples).
+A hedge is a request sent beyond one per call, so "extra requests" counts
+the hedges (and any failover).
 
 Run ``python benchmarks/tail_latency.py`` (``--help`` for options). Every
 client makes one attempt per call (``HttpRetryOptions(attempts=1)``).
@@ -67,6 +68,8 @@ def fastest_first(latency: LatencyTracker) -> LlmRouter:
 
 SETUPS = (
     Setup("no hedging (FallbackStrategy)", fallback),
+    Setup("hedge_after=0.1", fallback, {"hedge_after": 0.1}),
+    Setup('hedge_after="p90"', fallback, {"hedge_after": "p90"}),
     Setup("FastestFirst", fastest_first),
 )
 

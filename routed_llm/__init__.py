@@ -38,7 +38,7 @@ from routed_llm.invocation import (
 from routed_llm.latency import LatencyTracker
 from routed_llm.limits import Limit, RateLimits
 from routed_llm.live import RoutedConnection
-from routed_llm.observability import FailoverEvent, RouteEvent
+from routed_llm.observability import FailoverEvent, HedgeEvent, RouteEvent
 from routed_llm.routed import RoutedLlm
 from routed_llm.routing import METADATA_KEY, ErrorContext, Judge, LlmRouter, annotate_route
 from routed_llm.strategies import (
@@ -85,6 +85,7 @@ __all__ = [
     "HealthChangeEvent",
     "HealthTracker",
     "HedgeDelay",
+    "HedgeEvent",
     "InputSizeStrategy",
     "InvocationInfo",
     "Judge",

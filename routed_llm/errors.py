@@ -166,12 +166,13 @@ class AttemptTimeout(TransientModelError, TimeoutError):
 class HedgeDelay(TransientModelError):
     """A model has given no first response ``waited`` seconds into its attempt: time to hedge.
 
-    It reports a slow attempt, not a failed one: the attempt it names is not
-    cancelled. Being a :class:`TransientModelError`, every strategy picks its
-    next key on it as on any transient failure. Hedged requests, which will
-    hand it to the router as ``last_error``, are not built yet (see the "Tail
-    latency" page); the type exists so that routers and error policies can be
-    written against it.
+    ``RoutedLlm(hedge_after=...)`` hands it to the router as
+    ``ErrorContext.last_error`` when an attempt is slow, with the slow key in
+    ``failed_keys`` and ``errors``. It reports a slow attempt, not a failed
+    one: the attempt it names is not cancelled, and it counts against no
+    key's health. Being a :class:`TransientModelError`, every strategy picks
+    its next key on it as on any transient failure; a router that returns
+    None declines the hedge. It is never raised to the caller.
 
     Attributes:
         key: The key whose attempt is slow.

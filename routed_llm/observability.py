@@ -9,8 +9,10 @@ configured every call here is a cheap no-op. With one configured:
   annotations (``routed_llm.arm``, ``routed_llm.experiment``), and one
   ``routed_llm.attempt_failed`` event per failed attempt;
 * the meter ``routed_llm`` counts ``routed_llm.requests`` (attempts, by key),
-  ``routed_llm.failures`` (by key, error type and class) and
-  ``routed_llm.fallbacks`` (by the key failed from and the key failed to).
+  ``routed_llm.failures`` (by key, error type and class),
+  ``routed_llm.fallbacks`` (by the key failed from and the key failed to) and
+  ``routed_llm.hedges`` (hedges started, by the slow key hedged and the key
+  that won the call).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from opentelemetry import metrics, trace
 
 from routed_llm.errors import classify_error
 
-__all__ = ["FailoverEvent", "FailoverHook", "RouteEvent", "RouteHook"]
+__all__ = ["FailoverEvent", "FailoverHook", "HedgeEvent", "HedgeHook", "RouteEvent", "RouteHook"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +73,34 @@ class FailoverEvent:
     elapsed: float
 
 
+@dataclass(frozen=True)
+class HedgeEvent:
+    """An attempt gave no first response in time, and the router was asked for a hedge.
+
+    Attributes:
+        key: The slow key, whose attempt goes on.
+        model: Its model's name.
+        waited: Seconds its attempt had waited for a first response.
+        next_key: The key the router chose to run beside it, or None if it
+            declined (or chose a key that already ran in this call).
+        elapsed: Seconds since the call began, by the ``RoutedLlm``'s clock.
+    """
+
+    key: str
+    model: str
+    waited: float
+    next_key: str | None
+    elapsed: float
+
+
 RouteHook: TypeAlias = Callable[[RouteEvent], "Awaitable[None] | None"]
 """``on_route`` hook: a sync or async callable taking a :class:`RouteEvent`."""
 
 FailoverHook: TypeAlias = Callable[[FailoverEvent], "Awaitable[None] | None"]
 """``on_failover`` hook: a sync or async callable taking a :class:`FailoverEvent`."""
+
+HedgeHook: TypeAlias = Callable[[HedgeEvent], "Awaitable[None] | None"]
+"""``on_hedge`` hook: a sync or async callable taking a :class:`HedgeEvent`."""
 
 _meter = metrics.get_meter("routed_llm")
 _requests = _meter.create_counter("routed_llm.requests", unit="{attempt}", description="Attempts, by key.")
@@ -87,6 +112,10 @@ _skips = _meter.create_counter(
 )
 _fallbacks = _meter.create_counter(
     "routed_llm.fallbacks", unit="{fallback}", description="Fallbacks between keys."
+)
+
+_hedges = _meter.create_counter(
+    "routed_llm.hedges", unit="{hedge}", description="Hedges started, by the key hedged and the winner."
 )
 
 
@@ -133,6 +162,11 @@ def record_skip(key: str) -> None:
 def record_fallback(from_key: str, to_key: str) -> None:
     """Counts a fallback from one key to another."""
     _fallbacks.add(1, {"routed_llm.from_key": from_key, "routed_llm.to_key": to_key})
+
+
+def record_hedge(key: str, winner: str | None) -> None:
+    """Counts a hedge started beside ``key``'s attempt; ``winner`` served the call ("" if none did)."""
+    _hedges.add(1, {"routed_llm.key": key, "routed_llm.winner": winner or ""})
 
 
 def record_served(route: Mapping[str, Any]) -> None:

@@ -17,13 +17,14 @@ from pydantic import ConfigDict, PrivateAttr
 from typing_extensions import override
 
 from routed_llm import observability
+from routed_llm.attempt import Attempt, check_hedging
 from routed_llm.capabilities import name_prefix
 from routed_llm.errors import NoResponse
 from routed_llm.health import HealthTracker
 from routed_llm.latency import LatencyTracker
 from routed_llm.limits import RateLimits
 from routed_llm.live import LiveOwners, RoutedConnection, resumption_handle
-from routed_llm.observability import FailoverHook, RouteHook
+from routed_llm.observability import FailoverHook, HedgeHook, RouteHook
 from routed_llm.routing import Judge, LlmRouter, RoutedCall, RouterSettings, check_callables, check_router
 from routed_llm.signatures import SignatureLedger
 from routed_llm.timeouts import check_seconds, per_key_seconds
@@ -123,16 +124,35 @@ class RoutedLlm(BaseLlm):
             from the model's call. A judged answer is recorded whatever its
             verdict; live connections are not recorded. Strategies such as
             :class:`~routed_llm.strategies.FastestFirst` route on it.
+        hedge_after: Hedged requests (not for live connections): when an
+            attempt has given no first response this long after its start,
+            the router is asked again with a :class:`~routed_llm.HedgeDelay`
+            as ``last_error`` and the key it picks runs beside the slow
+            attempt; the first to answer (a judged key: with its accepted
+            answer) wins and the others are cancelled. Seconds for every
+            key, ``{key: seconds}`` (keys left out are not hedged), or
+            ``"p90"``, ``"p95"`` or ``"p99"``: the key's own recent quantile
+            in ``latency`` (no hedge before it has ``min_samples``). None,
+            the default, never hedges. A hedged request may be billed twice.
+        max_hedges: The most attempts started by hedging in flight at once
+            (so at most ``1 + max_hedges`` attempts run); a whole number of
+            at least 1. Without ``hedge_after`` it has no effect.
+        on_hedge: Called, sync or async, with a
+            :class:`~routed_llm.HedgeEvent` each time the router is asked
+            for a hedge.
 
     Raises:
         ValueError: If ``models`` is empty, names a model twice, or has a
             model name ADK cannot resolve, if ``router`` declares keys that
             are not in ``models``, or a time limit is not a positive number
             (or names a key that is not routed), or ``accept`` names a key
-            that is not routed.
+            that is not routed, or ``hedge_after`` is not positive seconds,
+            names a key that is not routed, or is a quantile name without
+            ``latency``, or ``max_hedges`` is below 1.
         TypeError: If an entry is neither a ``BaseLlm`` nor a string, a key is
             not a non-empty string, or ``router``, a hook or a judge is not
-            callable, or ``latency`` is not a ``LatencyTracker``.
+            callable, or ``latency`` is not a ``LatencyTracker``, or
+            ``hedge_after`` or ``max_hedges`` has the wrong type.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -157,6 +177,9 @@ class RoutedLlm(BaseLlm):
         limits: RateLimits | None = None,
         accept: Judge | Mapping[str, Judge] | None = None,
         latency: LatencyTracker | None = None,
+        hedge_after: float | Mapping[str, float] | str | None = None,
+        max_hedges: int = 1,
+        on_hedge: HedgeHook | None = None,
     ) -> None:
         resolved = _resolve_models(models)
         check_router(
@@ -174,7 +197,10 @@ class RoutedLlm(BaseLlm):
                 latency.store.check_key(key)
         if model is not None and not isinstance(model, str):
             raise TypeError(f"RoutedLlm(model=...) is a display name string, got {type(model).__name__}.")
-        check_callables("RoutedLlm", on_route=on_route, on_failover=on_failover, clock=clock)
+        check_callables(
+            "RoutedLlm", on_route=on_route, on_failover=on_failover, on_hedge=on_hedge, clock=clock
+        )
+        hedging = check_hedging(hedge_after, max_hedges, resolved, latency)
         super().__init__(model=model or _default_name(resolved))
         self._settings = RouterSettings(
             models=MappingProxyType(resolved),
@@ -191,6 +217,8 @@ class RoutedLlm(BaseLlm):
             limits=limits,
             accept=_judges(accept, resolved),
             latency=latency,
+            hedging=hedging,
+            on_hedge=on_hedge,
         )
 
     @property
@@ -252,6 +280,10 @@ class RoutedLlm(BaseLlm):
                 whatever a judge raised.
         """
         call = self._new_call(llm_request)
+        if call.hedging is not None:
+            async for hedged in self._hedged(call, llm_request, stream):
+                yield hedged
+            return
         try:
             key = await call.first_key()
             while True:
@@ -314,6 +346,52 @@ class RoutedLlm(BaseLlm):
                         await responses.aclose()
         finally:
             call.release()
+
+    async def _hedged(
+        self, call: RoutedCall, llm_request: LlmRequest, stream: bool
+    ) -> AsyncGenerator[LlmResponse, None]:
+        """:meth:`generate_content_async` with hedging: the call's attempts race (``RoutedCall.race``)."""
+        private = self.__pydantic_private__ or {}
+        ledger: SignatureLedger = private["_signatures"]
+        models = private["_settings"].models
+
+        def open_stream(key: str, request: LlmRequest) -> AsyncGenerator[LlmResponse, None]:
+            model = call.delegate(key, request)
+            ledger.address(request, key, models)
+            return model.generate_content_async(request, stream)
+
+        winner: Attempt | None = None
+        try:
+            try:
+                winner = await call.race(open_stream)
+            except Exception as error:
+                rejected = call.rejected_output(error)
+                if rejected is None:
+                    raise
+                for response in rejected:
+                    ledger.record_stamped(response)
+                    yield response
+                return
+            key, responses = winner.key, winner.responses
+            assert winner.first is not None
+            assert responses is not None
+            route = call.route_metadata(key)
+            observability.record_served(route)
+            stamp = call.stamp
+            for answer in winner.held or (winner.first,):
+                ledger.record(key, answer)
+                yield stamp(answer, route)
+            if winner.held is not None:
+                return
+            while (chunk := await call.next_response(key, responses)) is not None:
+                ledger.record(key, chunk)
+                yield stamp(chunk, route)
+        finally:
+            try:
+                if winner is not None:
+                    await winner.close()
+            finally:
+                call.release()
 
     @override
     @asynccontextmanager

@@ -13,11 +13,16 @@ name models, one call is a model call) and :class:`~routed_llm.RoutedAgent`
   chained to it;
 * once an attempt produced output, the call belongs to it;
 * every attempt is counted, announced to ``on_route`` and, when it fails,
-  to ``on_failover``.
+  to ``on_failover``;
+* with hedging (``RoutedLlm(hedge_after=...)``, :meth:`RoutedCall.race`),
+  a slow attempt sends the router round with a :class:`HedgeDelay` and the
+  attempts run side by side until the first answers.
 
 One :class:`RoutedCall` lives for one call and holds everything that call
 needs to remember: the keys that failed, their errors, and the snapshot that
 rolls its subject (the request, or the session state) back between attempts.
+What one attempt holds (its trial permit, its stream, its answer) is its
+:class:`~routed_llm.attempt.Attempt`'s.
 Nothing of it lives on the routed model or agent, so one instance serves any
 number of concurrent calls.
 """
@@ -42,11 +47,14 @@ from google.adk.models.llm_response import LlmResponse
 from pydantic import BaseModel
 
 from routed_llm import observability
+from routed_llm.attempt import Attempt, Hedging, copy_request
 from routed_llm.capabilities import unserved_need
 from routed_llm.errors import (
     AttemptTimeout,
     CircuitOpen,
     DeadlineExceeded,
+    HedgeDelay,
+    NoResponse,
     ResponseRejected,
     RoutingError,
     StreamStalled,
@@ -56,7 +64,14 @@ from routed_llm.errors import (
 from routed_llm.health import HealthTracker
 from routed_llm.latency import LatencyTracker
 from routed_llm.limits import RateLimits
-from routed_llm.observability import FailoverEvent, FailoverHook, RouteEvent, RouteHook
+from routed_llm.observability import (
+    FailoverEvent,
+    FailoverHook,
+    HedgeEvent,
+    HedgeHook,
+    RouteEvent,
+    RouteHook,
+)
 from routed_llm.rollback import RequestSnapshot
 
 __all__ = [
@@ -140,6 +155,7 @@ _RESERVED_NOTES = frozenset(
         "inner",
         "rejected",
         "skipped",
+        "hedged",
     }
 )
 CONFINED_TO = "confined_to"
@@ -218,6 +234,9 @@ class RouterSettings:
         record: Entries every route record carries (a routed agent's name).
         accept: The judge of each judged key; keys left out are not judged.
         latency: Records each answered attempt's time to first response.
+        hedging: When to hedge a slow attempt (models only); None for never.
+        on_hedge: Called with a :class:`~routed_llm.HedgeEvent` per hedge
+            the router is asked for.
     """
 
     models: Mapping[str, Any]
@@ -235,6 +254,8 @@ class RouterSettings:
     record: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     accept: Mapping[str, Judge] = field(default_factory=lambda: MappingProxyType({}))
     latency: LatencyTracker | None = None
+    hedging: Hedging | None = None
+    on_hedge: HedgeHook | None = None
 
 
 _health: ContextVar[HealthTracker | None] = ContextVar("routed_llm_health", default=None)
@@ -295,17 +316,15 @@ class RoutedCall:
     """
 
     __slots__ = (
+        "_attempt",
         "_cancelling",
         "_deadline_error",
         "_errors",
         "_expires",
-        "_holding",
         "_judge_error",
-        "_judge_notes",
         "_models",
         "_notes",
-        "_pending",
-        "_refused",
+        "_race",
         "_rejected",
         "_served",
         "_settings",
@@ -328,11 +347,9 @@ class RoutedCall:
         # after a failed TaskGroup); only a new one means this call is being cancelled.
         self._cancelling = task.cancelling() if task is not None else 0
         self._deadline_error: DeadlineExceeded | None = None
-        self._pending: str | None = None  # The key whose attempt has no verdict yet.
-        self._refused: str | None = None  # The key about to be tried, if it is not available to this call.
-        self._holding = False
+        self._attempt: Attempt | None = None  # The latest attempt announced; in a race, the winner.
+        self._race: _Race | None = None  # The attempts run side by side, when hedging.
         self._judge_error: Exception | None = None
-        self._judge_notes: Mapping[str, Any] = _NO_NOTES  # What the accepting judge annotated.
         # The rejected answer to output if no model serves: the error, its held output and its
         # judge's annotations. The last one a judge rejected, else the last error response.
         self._rejected: tuple[ResponseRejected, list[LlmResponse], Mapping[str, Any]] | None = None
@@ -366,7 +383,7 @@ class RoutedCall:
             )
         self._check_known(key, cause=None)
         logger.debug("Router chose %r for the first attempt.", key)
-        await self._announce(key)
+        self._attempt = await self._announce(key)
         return key
 
     async def pinned_key(self, key: str) -> str:
@@ -377,7 +394,7 @@ class RoutedCall:
         """
         self._check_known(key, cause=None)
         self._snapshot = self._settings.snapshot(self._subject)
-        await self._announce(key)
+        self._attempt = await self._announce(key)
         return key
 
     @property
@@ -398,8 +415,8 @@ class RoutedCall:
             return
         raise asyncio.CancelledError("The call was cancelled while a model ran.") from error
 
-    def delegate(self, key: str) -> BaseLlm:
-        """Returns the model under ``key``, with the request addressed to it.
+    def delegate(self, key: str, request: LlmRequest | None = None) -> BaseLlm:
+        """Returns the model under ``key``, with the request (or ``request``) addressed to it.
 
         Models read the model name off the request, so it is set to the
         delegate's own name before every attempt.
@@ -419,7 +436,7 @@ class RoutedCall:
                 key=key,
                 available=tuple(self._models),
             ) from next(reversed(self._errors.values()), None)
-        self._subject.model = model.model
+        (self._subject if request is None else request).model = model.model
         return model
 
     async def fail_over(self, key: str, error: Exception) -> str:
@@ -442,36 +459,55 @@ class RoutedCall:
             RoutingError: If the router chose a key that is not routed, with
                 ``error`` as its cause.
         """
+        attempt = self._attempt
+        assert attempt is not None
+        assert attempt.key == key
+        next_key = await self._ask_after(attempt, error)
+        if next_key is None:
+            raise error
+        self._attempt = await self._announce(next_key)
+        return next_key
+
+    async def _ask_after(self, attempt: Attempt, error: Exception, busy: Iterable[str] = ()) -> str | None:
+        """Records that ``attempt`` failed with ``error`` and asks the router for another key.
+
+        Args:
+            attempt: The failed attempt.
+            error: What it raised.
+            busy: Keys whose attempts still run (in a race): a pick of one
+                of them stops this branch, like a key that already failed.
+
+        Returns:
+            The next key to try, or None when the router stopped.
+
+        Raises:
+            asyncio.CancelledError: If the call's own task is being cancelled.
+            DeadlineExceeded: If the call's deadline has run out.
+            RoutingError: If the router chose a key that is not routed.
+            Exception: Whatever the router raised.
+        """
+        key = attempt.key
         self._roll_back()
         self.raise_if_cancelled(error)
-        settled = self._settle(error)
-        if settled is not None:  # Shared before the router is asked, so every replica's next call sees it.
-            await self._settings.health._share_failure(settled, error, self._permit)  # type: ignore[union-attr]
-        attempt = len(self._errors) + 1
+        if attempt.settle(error):  # Shared before the router is asked, so every replica's next call sees it.
+            await attempt.share_failure(error)
+        number = len(self._errors) + 1
+        if self._race is not None:
+            self._errors.pop(key, None)  # A hedged key that fails: its failure replaces its HedgeDelay.
         self._errors[key] = error
         observability.record_failure(key, error)
         if self._expires is not None and _loop_time() >= self._expires:
-            await self._report_failover(key, attempt, error, None)
+            await self._report_failover(key, number, error, None)
             self._raise_deadline(None)
-        context = ErrorContext(
-            failed_keys=frozenset(self._errors),
-            last_error=error,
-            errors=MappingProxyType(dict(self._errors)),
-        )
         try:
-            next_key = await self._ask(context)
-            if next_key is not None and next_key in self._errors:
-                logger.debug("Router chose %r, which already failed in this call; stopping.", next_key)
-                next_key = None
-            if next_key is not None:
-                self._check_known(next_key, cause=error)
+            next_key = await self._ask_again(error, busy)
         except Exception:
-            await self._report_failover(key, attempt, error, None)
+            await self._report_failover(key, number, error, None)
             raise
-        await self._report_failover(key, attempt, error, next_key)
+        await self._report_failover(key, number, error, next_key)
         if next_key is None:
             logger.debug("Router stopped after %r failed with %s.", key, type(error).__name__)
-            raise error
+            return None
         logger.warning(
             "%s key %r failed with %s; failing over to %r.",
             self._settings.label.capitalize(),
@@ -479,10 +515,211 @@ class RoutedCall:
             type(error).__name__,
             next_key,
         )
-        await self._announce(next_key)
         return next_key
 
-    async def first_response(self, key: str, responses: AsyncIterator[_R]) -> _R | None:
+    async def _ask_again(self, error: Exception, busy: Iterable[str]) -> str | None:
+        """Asks the router for the next key with the call's errors, ``error`` the last.
+
+        Returns:
+            The key, or None if the router stopped: it chose nothing, a key
+            that already failed (or was hedged) in this call, or one in ``busy``.
+
+        Raises:
+            RoutingError: If the router chose a key that is not routed.
+        """
+        context = ErrorContext(
+            failed_keys=frozenset(self._errors),
+            last_error=error,
+            errors=MappingProxyType(dict(self._errors)),
+        )
+        next_key = await self._ask(context)
+        if next_key is not None and (next_key in self._errors or next_key in busy):
+            logger.debug("Router chose %r, which already ran in this call; stopping.", next_key)
+            return None
+        if next_key is not None:
+            self._check_known(next_key, cause=error)
+        return next_key
+
+    @property
+    def hedging(self) -> Hedging | None:
+        """When this call hedges a slow attempt (``RoutedLlm(hedge_after=...)``); None for never."""
+        return self._settings.hedging
+
+    async def race(
+        self, open_stream: Callable[[str, LlmRequest], AsyncGenerator[LlmResponse, None]]
+    ) -> Attempt:
+        """Runs the call's attempts side by side, hedging slow ones, until one answers.
+
+        The router's first pick starts at once. An attempt that has given
+        no first response when its hedge delay is up is hedged once: the
+        router is asked again with a :class:`~routed_llm.HedgeDelay` as the
+        last error (the slow key in ``failed_keys``), and the key it picks
+        starts beside the slow attempt, which goes on. An attempt that fails
+        sends the router round as in :meth:`fail_over`, while the others
+        run; a router that stops then stops only that branch. The first
+        attempt to answer (a judged key: with its accepted answer) wins, and
+        every other is cancelled and closed at once, with no health verdict.
+        No more than ``1 + max_hedges`` attempts run at once: a pick beyond
+        that is not started. Each attempt edits its own copy of the request;
+        the caller's request is left as the caller passed it in.
+
+        Args:
+            open_stream: Starts ``key``'s model on a request (the attempt's
+                own copy) and returns its response stream, unstarted.
+
+        Returns:
+            The winning attempt: its first response (``first``), its held
+            answer when it was held (``held``), and the rest of its stream
+            (``responses``), which the caller reads and closes.
+
+        Raises:
+            RoutingError: If the router picks no key first, or an unknown
+                key, or a key whose model cannot serve the request.
+            DeadlineExceeded: The call's deadline ran out first.
+            Exception: The last attempt's error, the very object, when no
+                attempt runs and the router stopped; whatever the router or
+                a judge raised.
+        """
+        self._race = race = _Race(open_stream)
+        try:
+            await self.first_key()
+            first = self._attempt
+            assert first is not None
+            first.request = copy_request(self._subject)
+            self._roll_back()
+            race.attempts.append(first)
+            self._start(race, first)
+            last: Exception | None = None
+            while race.running:
+                done, _ = await asyncio.wait(
+                    race.running, timeout=self._until_hedge(race), return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    await self._hedge_due(race)
+                    continue
+                finished = sorted((race.running.pop(task) for task in done), key=lambda a: a.started)
+                race.winner = next((attempt for attempt in finished if _answered(attempt)), None)
+                if race.winner is not None:
+                    self._attempt = race.winner
+                    return race.winner
+                for attempt in finished:
+                    last = await self._after_failure(race, attempt)
+            assert last is not None
+            raise last
+        finally:
+            await race.close()
+
+    def _until_hedge(self, race: _Race) -> float | None:
+        """Seconds until a running attempt is due for a hedge; None if none will be, or no room."""
+        hedging = self._settings.hedging
+        assert hedging is not None
+        if len(race.running) > hedging.max_hedges:
+            return None
+        due = [
+            attempt.hedge_at
+            for attempt in race.running.values()
+            if attempt.hedge_at is not None and _hedgeable(attempt)
+        ]
+        return max(min(due) - _loop_time(), 0.0) if due else None
+
+    async def _hedge_due(self, race: _Race) -> None:
+        """Asks the router to hedge each running attempt whose hedge delay is up, while there is room."""
+        hedging = self._settings.hedging
+        assert hedging is not None
+        for attempt in list(race.running.values()):
+            if len(race.running) > hedging.max_hedges:
+                return
+            now = _loop_time()
+            if not _hedgeable(attempt) or attempt.hedge_at > now:  # type: ignore[operator]
+                continue
+            attempt.hedged = True
+            next_key = await self._ask_hedge(race, attempt, now - attempt.started)
+            if next_key is not None:
+                race.slow.append(attempt.key)
+                race.hedges.append(next_key)
+                await self._begin(race, next_key)
+
+    async def _after_failure(self, race: _Race, attempt: Attempt) -> Exception:
+        """Handles an attempt of the race that failed: asks the router, starts its pick if there is room.
+
+        Returns:
+            The attempt's error.
+
+        Raises:
+            Exception: The error itself when it ends the call (a judge's
+                error, the deadline); whatever asking the router raised.
+        """
+        assert attempt.task is not None
+        error = attempt.task.exception()
+        if not isinstance(error, Exception):
+            raise error  # type: ignore[misc]  # A BaseException such as KeyboardInterrupt.
+        if error is self._judge_error or error is self._deadline_error:
+            raise error
+        await attempt.stop()  # Releases what it holds before the router is asked.
+        next_key = await self._ask_after(attempt, error, [other.key for other in race.running.values()])
+        hedging = self._settings.hedging
+        assert hedging is not None
+        if next_key is not None:
+            if len(race.running) > hedging.max_hedges:
+                logger.info("Not starting %r: %d attempts already run.", next_key, len(race.running))
+            else:
+                await self._begin(race, next_key)
+        return error
+
+    async def _begin(self, race: _Race, key: str) -> None:
+        """Starts an attempt on ``key`` in the race, on its own copy of the request as the router left it."""
+        request = copy_request(self._subject)
+        self._roll_back()
+        attempt = await self._announce(key, request)
+        race.attempts.append(attempt)  # Closed with the race, even if it cannot start.
+        self._start(race, attempt)
+
+    def _start(self, race: _Race, attempt: Attempt) -> None:
+        """Starts ``attempt``'s model in a task of its own, and its hedge timer."""
+        hedging = self._settings.hedging
+        assert hedging is not None
+        assert attempt.request is not None
+        attempt.responses = self.metered(attempt.key, race.open_stream(attempt.key, attempt.request))
+        attempt.started = _loop_time()
+        delay = hedging.delay(attempt.key, self._settings.latency)
+        attempt.hedge_at = None if delay is None else attempt.started + delay
+        attempt.task = asyncio.get_running_loop().create_task(self._run(attempt))
+        race.running[attempt.task] = attempt
+
+    async def _run(self, attempt: Attempt) -> None:
+        """One attempt of a race, in its own task: its first response, held and judged if need be."""
+        assert attempt.responses is not None
+        first = await self._first_response(attempt, attempt.responses)
+        if first is None:
+            raise NoResponse(attempt.key)
+        attempt.first = first
+        if attempt.holding:
+            attempt.held = await self._held_output(attempt, first, attempt.responses)
+
+    async def _ask_hedge(self, race: _Race, attempt: Attempt, waited: float) -> str | None:
+        """Asks the router for a key to run beside ``attempt``, slow by ``waited`` seconds.
+
+        Returns:
+            The key, or None if the router declined.
+        """
+        key = attempt.key
+        delay = HedgeDelay(key, waited)
+        race.delays[key] = delay
+        self._errors[key] = delay
+        next_key = await self._ask_again(delay, [other.key for other in race.running.values()])
+        if next_key is None:
+            logger.debug("Router declined to hedge %r.", key)
+        else:
+            logger.info(
+                "Model key %r gave no first response in %.3g s; hedging with %r.", key, waited, next_key
+            )
+        if self._settings.on_hedge is not None:
+            await observability.call_hook(
+                self._settings.on_hedge, HedgeEvent(key, self.name_of(key), waited, next_key, self._elapsed())
+            )
+        return next_key
+
+    def first_response(self, key: str, responses: AsyncIterator[_R]) -> Awaitable[_R | None]:
         """Waits for the first response of ``key``'s model, within the time limits.
 
         An agent's first event is output as it comes, and an agent's run
@@ -501,31 +738,37 @@ class RoutedCall:
                 the last model error of the call, if any.
             Exception: Whatever the model raised.
         """
+        # The attempt's own coroutine, returned rather than awaited: no extra frame on the hot path.
+        return self._first_response(self._attempt, responses)  # type: ignore[arg-type]
+
+    async def _first_response(self, attempt: Attempt, responses: AsyncIterator[_R]) -> _R | None:
+        """:meth:`first_response` of ``attempt``."""
+        key = attempt.key
         waiting: Awaitable[_R | None] = anext(responses, None)
         if self._settings.latency is not None:
             waiting = self._settings.latency._timed(key, waiting)
-        response = await self._first(key, waiting, settle=False)
+        response = await self._first(attempt, waiting, settle=False)
         if response is None and self._settings.label == "model":
             return None
         # A judged answer or an error response (or error event) is held, and gets its verdict then.
-        self._holding = response is not None and (
+        attempt.holding = response is not None and (
             key in self._settings.accept
             or (response.error_code is not None and is_error_response(response))
             or (self._settings.label == "model" and not _shows(response))
         )
-        if not self._holding:
+        if not attempt.holding:
             self._served = True
-            self._succeed(key)
+            attempt.succeed()
         return response
 
     @property
     def holding(self) -> bool:
         """Whether the answer :meth:`first_response` just returned must be held (:meth:`held_output`)."""
-        return self._holding
+        return self._attempt is not None and self._attempt.holding
 
-    async def held_output(
+    def held_output(
         self, key: str, first: LlmResponse, responses: AsyncIterator[LlmResponse]
-    ) -> list[LlmResponse]:
+    ) -> Awaitable[list[LlmResponse]]:
         """Holds back the rest of an answer to be judged before any of it is output.
 
         Called when :attr:`holding` says so: for a judged key's answer, an
@@ -552,20 +795,27 @@ class RoutedCall:
                 (nothing was output, so it fails over like any other
                 failure), or the judge raised (see :attr:`judge_error`).
         """
+        return self._held_output(self._attempt, first, responses)  # type: ignore[arg-type]
+
+    async def _held_output(
+        self, attempt: Attempt, first: LlmResponse, responses: AsyncIterator[LlmResponse]
+    ) -> list[LlmResponse]:
+        """:meth:`held_output` of ``attempt``."""
         if self._expires is None:
-            return await self._hold(key, first, responses)
+            return await self._hold(attempt, first, responses)
         try:
             async with asyncio.timeout_at(self._expires) as scope:
-                return await self._hold(key, first, responses)
+                return await self._hold(attempt, first, responses)
         except Exception:
             if not scope.expired():
                 raise
-            self._raise_deadline(key)
+            self._raise_deadline(attempt.key)
 
     async def _hold(
-        self, key: str, first: LlmResponse, responses: AsyncIterator[LlmResponse]
+        self, attempt: Attempt, first: LlmResponse, responses: AsyncIterator[LlmResponse]
     ) -> list[LlmResponse]:
-        """Holds, then judges, ``key``'s answer: :meth:`held_output` without the deadline."""
+        """Holds, then judges, ``attempt``'s answer: :meth:`held_output` without the deadline."""
+        key = attempt.key
         judge = self._settings.accept.get(key)
         refused = is_error_response(first)
         held = [first]
@@ -583,17 +833,17 @@ class RoutedCall:
             raise rejection
         if judge is None:  # Held only because it began with nothing in it.
             self._served = True
-            self._succeed(key)
+            attempt.succeed()
             return held
         notes: dict[str, Any] = {}
         verdict = await self._judge(judge, key, held[-1], notes)
         if verdict is True:
-            self._judge_notes = notes
+            attempt.notes = notes
             self._served = True
-            self._succeed(key)
+            attempt.succeed()
             return held
         # The model answered: its judge's doubt is no verdict on its health.
-        self._settle(None)
+        attempt.settle(None)
         reason = verdict or f"the judge of {key!r} rejected the answer"
         rejection = ResponseRejected(key, held[-1], reason)
         self._keep_rejected(rejection, held, notes)
@@ -672,7 +922,7 @@ class RoutedCall:
             DeadlineExceeded: The call's deadline ran out first.
             Exception: Whatever the model raised.
         """
-        return await self._first(key, stack.enter_async_context(connect))
+        return await self._first(self._attempt, stack.enter_async_context(connect))  # type: ignore[arg-type]
 
     @property
     def idle_timeout(self) -> float | None:
@@ -722,21 +972,45 @@ class RoutedCall:
         """
         if not self._served:
             self._roll_back()
-        self._settle(None)
+        if self._attempt is not None:
+            self._attempt.settle(None)
         self._snapshot = None
         self._errors = {}
 
     def route_metadata(self, key: str) -> dict[str, Any]:
         """The ``custom_metadata`` entry that records how ``key`` came to serve."""
+        attempt = self._attempt
+        if self._race is not None:
+            return self._race_metadata(key, self._race)
         route = {
             **self._notes,
-            **self._judge_notes,
+            **(_NO_NOTES if attempt is None else attempt.notes),
             **self._settings.record,
             "key": key,
             self._settings.label: self.name_of(key),
             "failed_keys": list(self._errors),
             "errors": {failed: type(error).__name__ for failed, error in self._errors.items()},
             "attempts": len(self._errors) + 1,
+        }
+        if self._rejected is not None:
+            route["rejections"] = self._rejections()
+        return route
+
+    def _race_metadata(self, key: str, race: _Race) -> dict[str, Any]:
+        """:meth:`route_metadata` of a race: a hedged key is no failed key; ``hedged`` names the hedges."""
+        attempt = self._attempt
+        delays = race.delays
+        errors = {failed: error for failed, error in self._errors.items() if delays.get(failed) is not error}
+        route = {
+            **self._notes,
+            **(_NO_NOTES if attempt is None else attempt.notes),
+            **self._settings.record,
+            "key": key,
+            self._settings.label: self.name_of(key),
+            "failed_keys": list(errors),
+            "errors": {failed: type(error).__name__ for failed, error in errors.items()},
+            "attempts": len(race.attempts),
+            "hedged": list(race.hedges),
         }
         if self._rejected is not None:
             route["rejections"] = self._rejections()
@@ -775,13 +1049,14 @@ class RoutedCall:
         entry = route if inner is None else {**route, "inner": inner}
         return _copy_with_metadata(response, {**existing, metadata_key: entry})
 
-    async def _first(self, key: str, waiting: Awaitable[_T], *, settle: bool = True) -> _T:
-        """Awaits ``waiting`` (a first response, an open connection) within ``key``'s limits.
+    async def _first(self, attempt: Attempt, waiting: Awaitable[_T], *, settle: bool = True) -> _T:
+        """Awaits ``waiting`` (a first response, an open connection) within ``attempt``'s limits.
 
         With ``settle``, an answer is the attempt's success; without, the
         caller gives the verdict.
         """
-        if self._refused == key and self._others_available(key):
+        key = attempt.key
+        if attempt.refused and self._others_available(key):
             close = getattr(waiting, "close", None)
             if close is not None:
                 close()  # Never awaited: the attempt is not made.
@@ -811,15 +1086,8 @@ class RoutedCall:
                 raise AttemptTimeout(key, limit) from error
         if settle:
             self._served = True
-            self._succeed(key)
+            attempt.succeed()
         return result
-
-    def _succeed(self, key: str) -> None:
-        """Reports the pending attempt on ``key`` as a success to the health tracker."""
-        if self._pending is not None:
-            self._pending = None
-            self._settings.health._share_success(key)  # type: ignore[union-attr]
-            self._settings.health.record_success(key)  # type: ignore[union-attr]
 
     async def _judge(
         self, judge: Judge, key: str, response: LlmResponse, notes: dict[str, Any]
@@ -849,24 +1117,6 @@ class RoutedCall:
         finally:
             _notes.reset(token)
         return verdict
-
-    def _settle(self, error: BaseException | None) -> str | None:
-        """Reports the pending attempt to the health tracker: failed with ``error``, or no verdict.
-
-        Returns:
-            The key reported, if any.
-        """
-        key, self._pending = self._pending, None
-        health = self._settings.health
-        if key is None or health is None:
-            return None
-        if error is None:
-            # Cancelled, cut by the deadline, or the call ended: no verdict.
-            health.release(key, self._permit)
-            health._share_release(key, self._permit)
-        else:
-            health.record_failure(key, error, classify_error(error), self._permit)
-        return key
 
     @property
     def _permit(self) -> str:
@@ -926,15 +1176,21 @@ class RoutedCall:
                 FailoverEvent(key, self.name_of(key), attempt, error, next_key, self._elapsed()),
             )
 
-    async def _announce(self, key: str) -> None:
-        """Counts and reports the attempt about to be made on ``key``."""
+    async def _announce(self, key: str, request: LlmRequest | None = None) -> Attempt:
+        """Counts and reports the attempt about to be made on ``key``, and returns it.
+
+        Args:
+            key: The key chosen.
+            request: The attempt's own copy of the request, in a race.
+        """
         observability.record_attempt(key)
         health = self._settings.health
-        if health is not None:
-            self._settle(None)
+        if health is None:  # The common case: no permit to name.
+            attempt = Attempt(key, health=None, permit="", request=request)
+        else:
+            attempt = Attempt(key, health=health, permit=self._permit, request=request)
             # Takes the trial when half-open, here and in the store; an unavailable pick is refused later.
-            self._refused = None if await health._take(key, self._permit) else key
-            self._pending = key
+            await attempt.take()
         if self._settings.on_route is not None:  # No event is built for nobody: this is the hot path.
             await observability.call_hook(
                 self._settings.on_route,
@@ -942,6 +1198,7 @@ class RoutedCall:
                     key, self.name_of(key), len(self._errors) + 1, tuple(self._errors), self._elapsed()
                 ),
             )
+        return attempt
 
     def _elapsed(self) -> float:
         return self._settings.clock() - self._started
@@ -1001,6 +1258,66 @@ class RoutedCall:
 
     def _key_list(self) -> str:
         return ", ".join(repr(key) for key in self._models)
+
+
+class _Race:
+    """The attempts of one call running side by side (``RoutedLlm(hedge_after=...)``).
+
+    Attributes:
+        open_stream: Starts a key's model on an attempt's request.
+        running: Each running attempt, by its task.
+        attempts: Every attempt started, in order.
+        winner: The attempt that answered first, once one has.
+        slow: The key each hedge was started beside, in order.
+        hedges: The keys started by hedging, in order.
+        delays: The :class:`~routed_llm.HedgeDelay` each hedged key was reported with.
+    """
+
+    __slots__ = ("attempts", "delays", "hedges", "open_stream", "running", "slow", "winner")
+
+    def __init__(self, open_stream: Callable[[str, LlmRequest], AsyncGenerator[LlmResponse, None]]) -> None:
+        self.open_stream = open_stream
+        self.running: dict[asyncio.Task[None], Attempt] = {}
+        self.attempts: list[Attempt] = []
+        self.winner: Attempt | None = None
+        self.slow: list[str] = []
+        self.hedges: list[str] = []
+        self.delays: dict[str, HedgeDelay] = {}
+
+    async def close(self) -> None:
+        """Cancels every attempt but the winner, all at once, then closes each; counts the hedges."""
+        losers = [attempt for attempt in self.attempts if attempt is not self.winner]
+        for attempt in losers:
+            if attempt.task is not None:
+                attempt.task.cancel()
+        for attempt in losers:
+            await attempt.close()
+        for key in self.slow:
+            observability.record_hedge(key, None if self.winner is None else self.winner.key)
+
+
+def _answered(attempt: Attempt) -> bool:
+    """Whether ``attempt``'s task, done, ended with an answer (not an error).
+
+    Raises:
+        asyncio.CancelledError: If the task was cancelled from within (the model cancelled it).
+    """
+    task = attempt.task
+    assert task is not None
+    if task.cancelled():
+        raise asyncio.CancelledError(f"The attempt on {attempt.key!r} was cancelled.")
+    return task.exception() is None
+
+
+def _hedgeable(attempt: Attempt) -> bool:
+    """Whether ``attempt`` will be due for a hedge: running, with a delay, no first response, no hedge yet."""
+    return (
+        attempt.hedge_at is not None
+        and not attempt.hedged
+        and attempt.first is None
+        and attempt.task is not None
+        and not attempt.task.done()
+    )
 
 
 def check_router(router: object, keys: Iterable[str], *, owner: str, signature: str) -> None:

@@ -39,6 +39,7 @@ import json
 import random
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -234,6 +235,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # Room for a burst of new connections; the default, 5, lost some of 20.
     owner: FakeServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet about a client that hung up first (a hedge's loser, cancelled); loud about the rest."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class HeavyTailDelay:

@@ -17,6 +17,7 @@ from routed_llm import FailoverEvent, RoutedLlm, RouteEvent, RoutingError, Routi
 from routed_llm.strategies import ABTestStrategy, FallbackStrategy, WithFallback
 from routed_llm.testing import ScriptedLlm
 from tests.conftest import collect, make_request, run_agent
+from tests.test_hedging import slow
 
 SPANS = InMemorySpanExporter()
 METRICS = InMemoryMetricReader()
@@ -261,3 +262,17 @@ async def test_failure_is_a_span_event_when_the_router_raises_while_handling_it(
     assert [dict(e.attributes) for e in span.events if e.name == "routed_llm.attempt_failed"] == [
         {"routed_llm.key": "primary", "error.type": "ConnectionError"}
     ]
+
+
+async def test_each_hedge_is_counted_by_the_key_hedged_and_the_winner():
+    hedge = (("routed_llm.key", "a"), ("routed_llm.winner", "b"))
+    before = counter_points("routed_llm.hedges").get(hedge, 0)
+    llm = RoutedLlm(
+        models={"a": slow("a"), "b": ScriptedLlm(model="b", script=["ok"])},
+        router=FallbackStrategy(["a", "b"]),
+        hedge_after=1e-4,
+    )
+
+    await collect(llm.generate_content_async(make_request()))
+
+    assert counter_points("routed_llm.hedges")[hedge] - before == 1
