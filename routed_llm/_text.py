@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
 from google.genai import types
 
 
@@ -77,3 +78,19 @@ def message_texts(
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def shows_anything(response: LlmResponse) -> bool:
+    """Whether ``response`` carries anything to output: an error, or a part with text, a call, media..."""
+    if response.error_code is not None:
+        return True
+    return any(
+        part.text
+        or part.function_call is not None  # The common cases first: this runs on every call.
+        or part.model_dump(exclude_none=True, exclude=_EMPTY_PART_FIELDS)
+        for part in (response.content.parts or () if response.content else ())
+    )
+
+
+# The fields of a part that carry nothing on their own.
+_EMPTY_PART_FIELDS = {"text", "thought", "thought_signature", "part_metadata"}

@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from google.adk.models.llm_response import LlmResponse
 
+from routed_llm._text import shows_anything
 from routed_llm.errors import is_error_response
 from routed_llm.store import Store
 
@@ -239,7 +240,8 @@ class LatencyTracker:
         """
         started = self._clock()
         response = await waiting
-        if response is not None and not is_error_response(response):
+        # An error response, or an answer that begins with nothing in it, is no sign of speed.
+        if response is not None and not is_error_response(response) and shows_anything(response):
             self.record(key, max(self._clock() - started, 0.0))
         return response
 

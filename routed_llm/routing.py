@@ -47,6 +47,7 @@ from google.adk.models.llm_response import LlmResponse
 from pydantic import BaseModel
 
 from routed_llm import observability
+from routed_llm._text import shows_anything
 from routed_llm.attempt import Attempt, Hedging, copy_request
 from routed_llm.capabilities import unserved_need
 from routed_llm.errors import (
@@ -754,7 +755,7 @@ class RoutedCall:
         attempt.holding = response is not None and (
             key in self._settings.accept
             or (response.error_code is not None and is_error_response(response))
-            or (self._settings.label == "model" and not _shows(response))
+            or (self._settings.label == "model" and not shows_anything(response))
         )
         if not attempt.holding:
             self._served = True
@@ -827,7 +828,7 @@ class RoutedCall:
             rejection = ResponseRejected(key, first, f"the model answered with the error {code}{detail}")
             self._keep_rejected(rejection, held, _NO_NOTES)
             raise rejection
-        if not any(map(_shows, held)):  # Gemini's 200 with finishReason STOP and no content, say.
+        if not any(map(shows_anything, held)):  # Gemini's 200 with finishReason STOP and no content, say.
             rejection = ResponseRejected(key, held[-1], "the model answered with nothing in its answer")
             self._keep_rejected(rejection, held, _NO_NOTES)
             raise rejection
@@ -1419,23 +1420,7 @@ def _rank(rejection: ResponseRejected, held: list[LlmResponse]) -> int:
     """How strongly a rejected answer claims to be output: a refusal, a judged answer, an error or nothing."""
     if classify_error(rejection) == "request":
         return 2
-    return 0 if is_error_response(rejection.response) or not any(map(_shows, held)) else 1
-
-
-def _shows(response: LlmResponse) -> bool:
-    """Whether ``response`` carries anything to output: an error, or a part with text, a call, media..."""
-    if response.error_code is not None:
-        return True
-    return any(
-        part.text
-        or part.function_call is not None  # The common cases first: this runs on every call.
-        or part.model_dump(exclude_none=True, exclude=_EMPTY_PART_FIELDS)
-        for part in (response.content.parts or () if response.content else ())
-    )
-
-
-# The fields of a part that carry nothing on their own.
-_EMPTY_PART_FIELDS = {"text", "thought", "thought_signature", "part_metadata"}
+    return 0 if is_error_response(rejection.response) or not any(map(shows_anything, held)) else 1
 
 
 def _loop_time() -> float:

@@ -227,6 +227,22 @@ async def test_an_error_response_is_not_recorded():
     assert latency.quantile("a", 0.5) is None
 
 
+async def test_an_answer_with_nothing_in_it_is_not_recorded():
+    clock = Clock()
+    latency = LatencyTracker(min_samples=1, clock=clock)
+    llm = RoutedLlm(
+        models={
+            "a": ScriptedLlm(model="a", script=taking(clock, 0.1, LlmResponse())),
+            "b": ScriptedLlm(model="b", script=taking(clock, 0.5, "from b")),
+        },
+        router=FallbackStrategy(["a", "b"]),
+        latency=latency,
+    )
+
+    assert await ask(llm) == ["from b"]
+    assert latency.quantile("a", 0.5) is None
+
+
 async def test_a_judged_answer_is_recorded_whatever_its_verdict():
     clock = Clock()
     latency = LatencyTracker(min_samples=1, clock=clock)
