@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 from google.adk.agents import BaseAgent
 from google.adk.agents.run_config import RunConfig, StreamingMode
 from google.adk.apps import App
@@ -17,6 +19,8 @@ from google.adk.runners import InMemoryRunner
 from google.genai import types
 
 from tests.redis_server import RedisServer
+
+ClientFactory = Callable[..., redis.asyncio.Redis]
 
 
 def make_request(*texts: str) -> LlmRequest:
@@ -118,3 +122,24 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(directory).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A store namespace of its own for each test."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def clients(redis_server: RedisServer) -> AsyncIterator[ClientFactory]:
+    """Makes Redis clients (of the session's server by default) and closes them after the test."""
+    made: list[redis.asyncio.Redis] = []
+
+    def make(url: str | None = None) -> redis.asyncio.Redis:
+        client = redis.asyncio.Redis.from_url(url or redis_server.url)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.aclose()

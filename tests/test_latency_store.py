@@ -8,40 +8,15 @@ tracking, except where the store is meant to be unreachable.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable
 
 import pytest
-import redis.asyncio
 
 from routed_llm import LatencyTracker, RoutedLlm
 from routed_llm.redis import RedisStore
 from routed_llm.strategies import FallbackStrategy
 from routed_llm.testing import ScriptedLlm
-from tests.conftest import collect, make_request, texts
+from tests.conftest import ClientFactory, collect, make_request, texts
 from tests.fake_servers import ClosedPort
-from tests.redis_server import RedisServer
-
-ClientFactory = Callable[..., redis.asyncio.Redis]
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def clients(redis_server: RedisServer) -> AsyncIterator[ClientFactory]:
-    made: list[redis.asyncio.Redis] = []
-
-    def make(url: str | None = None) -> redis.asyncio.Redis:
-        client = redis.asyncio.Redis.from_url(url or redis_server.url)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.aclose()
 
 
 def replica(clients: ClientFactory, namespace: str, **options) -> LatencyTracker:

@@ -15,11 +15,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from routed_llm import Limit
 from routed_llm.redis import RedisStore
-from tests import test_replicas
 from tests.redis_server import RedisServer, end_cooldown, start_cluster
 from tests.test_replicas import Clock, Held, answering, ask, dead, replica
-
-namespace = test_replicas.namespace  # A fixture shared with the other replica tests.
 
 ClusterFactory = Callable[[], RedisCluster]
 

@@ -11,8 +11,7 @@ import asyncio
 import logging
 import multiprocessing
 import pickle
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator
 
 import pytest
 import redis
@@ -38,11 +37,9 @@ from routed_llm.redis import RedisStore
 from routed_llm.strategies import FallbackStrategy
 from routed_llm.testing import ScriptedLlm
 from tests import replica_worker
-from tests.conftest import collect, in_order, make_request, run_agent, texts
+from tests.conftest import ClientFactory, collect, in_order, make_request, run_agent, texts
 from tests.fake_servers import ClosedPort
 from tests.redis_server import RedisServer, SilentServer, end_cooldown
-
-ClientFactory = Callable[..., redis.asyncio.Redis]
 
 
 class Clock:
@@ -68,25 +65,6 @@ class Held(BaseLlm):
         self.started.set()
         await self.release.wait()
         yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text=self.text)]))
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def clients(redis_server: RedisServer) -> AsyncIterator[ClientFactory]:
-    made: list[redis.asyncio.Redis] = []
-
-    def make(url: str | None = None) -> redis.asyncio.Redis:
-        client = redis.asyncio.Redis.from_url(url or redis_server.url)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.aclose()
 
 
 def dead() -> ScriptedLlm:

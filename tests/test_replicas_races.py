@@ -21,14 +21,10 @@ from pydantic import ConfigDict
 from routed_llm import CircuitOpen, HealthTracker, Limit, RoutedLlm
 from routed_llm.redis import RedisStore
 from routed_llm.strategies import FallbackStrategy
-from tests import test_replicas
 from tests.conftest import in_order
 from tests.fake_servers import ClosedPort
 from tests.redis_server import RedisServer, end_cooldown, stalled
 from tests.test_replicas import Clock, Held, answering, ask, dead, replica, store
-
-clients = test_replicas.clients  # Fixtures shared with the other replica tests.
-namespace = test_replicas.namespace
 
 
 def held() -> Held:

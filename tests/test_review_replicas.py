@@ -21,9 +21,6 @@ from tests.redis_server import stalled
 from tests.test_replicas import Clock, Held, answering, ask, replica, store
 from tests.test_replicas_races import Gate, open_shared_circuit, until_every_call_answered_or_waits_on
 
-clients = test_replicas.clients  # Fixtures shared with the other replica tests.
-namespace = test_replicas.namespace
-
 
 def rate_limited(retry_after: str) -> ScriptedLlm:
     """A primary that answers 429, saying how long to wait, then serves."""
